@@ -1,0 +1,569 @@
+//! The deploy pipeline: one path for every deploy, whatever started it (a git push, an
+//! API call, a webhook, a config change, a rollback).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::app::AppName;
+use crate::build::{BuildRequest, BuiltImage, ImageBuilder};
+use crate::error::{Error, Result};
+use crate::procfile;
+use crate::progress::{Progress, ProgressSink};
+use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatus};
+use crate::scheduler::{DeploySpec, ProcessSpec, Scheduler};
+use crate::store::{ReleaseBuild, Store};
+
+/// What is being deployed.
+#[derive(Debug, Clone)]
+pub enum DeploySource {
+    /// A pushed commit, read from the app's repository (and a push's quarantine).
+    Push {
+        /// The app's bare repository.
+        repo_path: PathBuf,
+        /// Extra object directories holding the pushed objects (git's quarantine).
+        object_dirs: Vec<PathBuf>,
+        /// The pushed commit.
+        commit: String,
+        /// The ref it was pushed to (`refs/heads/main`).
+        reference: String,
+    },
+    /// A prebuilt image.
+    Image {
+        /// The image reference.
+        image: String,
+    },
+}
+
+/// One deploy to run.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// The app to deploy.
+    pub app: AppName,
+    /// Who asked for it.
+    pub user: String,
+    /// What to deploy.
+    pub source: DeploySource,
+    /// Build without cache.
+    pub no_cache: bool,
+    /// A deploy message, which becomes the release description.
+    pub message: Option<String>,
+}
+
+/// What a successful deploy produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployOutcome {
+    /// The release that now serves.
+    pub release: u32,
+    /// Where the app answers, when the scheduler routes it.
+    pub url: Option<String>,
+}
+
+/// Runs deploys. The caller owns `cancel`: cancelling it before the rollout starts
+/// (the pusher went away) abandons the deploy; once the rollout started it completes or
+/// rolls back. The pipeline writes every step to `progress`; the final error, if any,
+/// is returned and printed by the caller.
+#[async_trait]
+pub trait Pipeline: Send + Sync {
+    /// Runs one deploy to its end.
+    async fn deploy(
+        &self,
+        request: DeployRequest,
+        progress: Progress,
+        cancel: CancellationToken,
+    ) -> Result<DeployOutcome>;
+}
+
+/// How long a deploy lease lasts unless its heartbeat renews it.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Settings of the [`DeployPipeline`].
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// This gateway's id; deploy lease owners are `<gateway_id>/<deploy id>`.
+    pub gateway_id: String,
+    /// How long a push waits for another deploy of the same app before giving up.
+    pub lock_timeout: Duration,
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// The app's URL, with `{app}` replaced by its name (`http://{app}.localhost:8000/`).
+    pub url_template: Option<String>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            gateway_id: Uuid::new_v4().to_string(),
+            lock_timeout: Duration::from_secs(15 * 60),
+            lease_ttl: LEASE_TTL,
+            url_template: None,
+        }
+    }
+}
+
+/// The one [`Pipeline`]: lease → release → build → rollout → current, each transition
+/// persisted in the store.
+pub struct DeployPipeline {
+    store: Arc<dyn Store>,
+    builder: Arc<dyn ImageBuilder>,
+    scheduler: Arc<dyn Scheduler>,
+    config: PipelineConfig,
+    queues: Mutex<HashMap<AppName, AppQueue>>,
+}
+
+/// The local, first-come first-served queue of deploys of one app, and who is deploying.
+#[derive(Clone)]
+struct AppQueue {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    deploying_user: Arc<Mutex<Option<String>>>,
+}
+
+impl DeployPipeline {
+    /// Wires a pipeline from its parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        builder: Arc<dyn ImageBuilder>,
+        scheduler: Arc<dyn Scheduler>,
+        config: PipelineConfig,
+    ) -> Self {
+        DeployPipeline {
+            store,
+            builder,
+            scheduler,
+            config,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After a restart: marks the deploys this gateway (or a dead one) left in progress as
+    /// failed and removes their processes, then has the scheduler adopt or restart every
+    /// app's current release.
+    pub async fn recover(&self) -> Result<()> {
+        for release in self.store.releases_in_progress().await? {
+            let owner = format!("{}/recover", self.config.gateway_id);
+            let holder = self
+                .store
+                .try_acquire_lease(&release.app, &owner, "recovery", self.config.lease_ttl)
+                .await?;
+            let ours = holder
+                .as_ref()
+                .is_some_and(|h| h.owner.starts_with(&format!("{}/", self.config.gateway_id)));
+            if holder.is_some() && !ours {
+                continue; // another live gateway is deploying it
+            }
+            tracing::warn!(app = %release.app, version = release.version, "failing a deploy interrupted by a restart");
+            self.store
+                .set_release_status(
+                    &release.app,
+                    release.version,
+                    ReleaseStatus::Failed,
+                    Some("interrupted by a gateway restart"),
+                )
+                .await?;
+            self.scheduler
+                .remove_release(&release.app, release.version)
+                .await?;
+            if let Some(h) = holder {
+                self.store.release_lease(&release.app, &h.owner).await?;
+            }
+            self.store.release_lease(&release.app, &owner).await?;
+        }
+        let mut current = Vec::new();
+        for app in self.store.apps().await? {
+            if let Some(version) = app.current_release {
+                let release = self.store.release(&app.name, version).await?;
+                current.push(deploy_spec(&release)?);
+            }
+        }
+        self.scheduler.restore(&current).await
+    }
+
+    fn queue(&self, app: &AppName) -> AppQueue {
+        let mut queues = self.queues.lock().expect("queue map poisoned");
+        queues
+            .entry(app.clone())
+            .or_insert_with(|| AppQueue {
+                turn: Arc::new(tokio::sync::Mutex::new(())),
+                deploying_user: Arc::new(Mutex::new(None)),
+            })
+            .clone()
+    }
+
+    fn url(&self, app: &AppName) -> Option<String> {
+        self.config
+            .url_template
+            .as_ref()
+            .map(|t| t.replace("{app}", app.as_str()))
+    }
+
+    /// Waits for this app's turn on this gateway, then for its lease in the store.
+    async fn wait_for_turn(
+        &self,
+        request: &DeployRequest,
+        owner: &str,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, AppQueue)> {
+        let app = &request.app;
+        let queue = self.queue(app);
+        let deadline = Instant::now() + self.config.lock_timeout;
+        let mut announced = false;
+        let turn = match queue.turn.clone().try_lock_owned() {
+            Ok(turn) => turn,
+            Err(_) => {
+                let user = queue
+                    .deploying_user
+                    .lock()
+                    .expect("poisoned")
+                    .clone()
+                    .unwrap_or_else(|| "another user".into());
+                progress.step(format!(
+                    "Waiting for the deploy of {app} (started by {user}) to finish"
+                ));
+                announced = true;
+                tokio::select! {
+                    turn = queue.turn.clone().lock_owned() => turn,
+                    _ = tokio::time::sleep_until(deadline.into()) => return Err(self.gave_up(app, &user)),
+                    _ = cancel.cancelled() => return Err(Error::Cancelled("the pusher disconnected while waiting".into())),
+                }
+            }
+        };
+        loop {
+            let holder = self
+                .store
+                .try_acquire_lease(app, owner, &request.user, self.config.lease_ttl)
+                .await?;
+            let Some(holder) = holder else { break };
+            if !announced {
+                progress.step(format!(
+                    "Waiting for the deploy of {app} (started by {}) to finish",
+                    holder.user
+                ));
+                announced = true;
+            }
+            if Instant::now() >= deadline {
+                return Err(self.gave_up(app, &holder.user));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = cancel.cancelled() => return Err(Error::Cancelled("the pusher disconnected while waiting".into())),
+            }
+        }
+        *queue.deploying_user.lock().expect("poisoned") = Some(request.user.clone());
+        Ok((turn, queue))
+    }
+
+    fn gave_up(&self, app: &AppName, user: &str) -> Error {
+        Error::Conflict(format!(
+            "gave up after waiting {} for the deploy of {app} (started by {user}); try again later",
+            crate::progress::format_duration(self.config.lock_timeout)
+        ))
+    }
+
+    /// Runs a deploy once the lease is held.
+    async fn run(
+        &self,
+        request: &DeployRequest,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<DeployOutcome> {
+        let app = &request.app;
+        let current = match self.store.app(app).await?.current_release {
+            Some(version) => Some(self.store.release(app, version).await?),
+            None => None,
+        };
+        let config = current
+            .as_ref()
+            .map(|r| r.config.clone())
+            .unwrap_or_default();
+        let (commit, default_description) = match &request.source {
+            DeploySource::Push { commit, .. } => {
+                (Some(commit.clone()), format!("Deploy {}", short(commit)))
+            }
+            DeploySource::Image { image } => (None, format!("Deploy {image}")),
+        };
+        let release = self
+            .store
+            .create_release(
+                app,
+                NewRelease {
+                    commit,
+                    user: request.user.clone(),
+                    description: request.message.clone().unwrap_or(default_description),
+                    config: config.clone(),
+                },
+            )
+            .await?;
+        let version = release.version;
+        let log = StoreLogSink::start(self.store.clone(), app.clone(), version);
+        let progress = progress.tee(log.sink());
+        let result = self
+            .build_and_roll_out(request, version, config, &progress, cancel)
+            .await;
+        let result = match result {
+            Ok(()) => self
+                .store
+                .set_release_status(app, version, ReleaseStatus::Succeeded, None)
+                .await
+                .map(|()| {
+                    let url = self.url(app);
+                    let step = progress.step(format!("Released v{version}"));
+                    if let Some(url) = &url {
+                        progress.detail(format!("{url} deployed to the router"));
+                    }
+                    drop(step);
+                    DeployOutcome {
+                        release: version,
+                        url,
+                    }
+                }),
+            Err(err) => {
+                let reason = err.to_string();
+                if let Err(store_err) = self
+                    .store
+                    .set_release_status(app, version, ReleaseStatus::Failed, Some(&reason))
+                    .await
+                {
+                    tracing::error!(%app, version, %store_err, "recording a failed release");
+                }
+                progress.detail(format!(
+                    "v{version} failed; the running release was not changed"
+                ));
+                Err(err)
+            }
+        };
+        log.finish().await;
+        result
+    }
+
+    async fn build_and_roll_out(
+        &self,
+        request: &DeployRequest,
+        version: u32,
+        config: ConfigVars,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let app = &request.app;
+        let cancelled =
+            || Error::Cancelled("the pusher disconnected before the rollout started".into());
+        self.store
+            .set_release_status(app, version, ReleaseStatus::Building, None)
+            .await?;
+        let built = match &request.source {
+            DeploySource::Push {
+                repo_path,
+                object_dirs,
+                commit,
+                ..
+            } => {
+                let build = BuildRequest {
+                    app: app.clone(),
+                    version,
+                    repo_path: repo_path.clone(),
+                    object_dirs: object_dirs.clone(),
+                    commit: commit.clone(),
+                    config: config.clone(),
+                    no_cache: request.no_cache,
+                };
+                tokio::select! {
+                    built = self.builder.build(&build, progress) => built?,
+                    _ = cancel.cancelled() => return Err(cancelled()),
+                }
+            }
+            DeploySource::Image { image } => BuiltImage {
+                image: image.clone(),
+                image_id: image.clone(),
+                procfile: None,
+            },
+        };
+        let process_types = process_types(built.procfile.as_deref())?;
+        self.store
+            .set_release_build(
+                app,
+                version,
+                &ReleaseBuild {
+                    image: built.image.clone(),
+                    image_id: built.image_id.clone(),
+                    procfile: built.procfile.clone(),
+                    process_types,
+                },
+            )
+            .await?;
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        self.store
+            .set_release_status(app, version, ReleaseStatus::Deploying, None)
+            .await?;
+        let release = self.store.release(app, version).await?;
+        self.scheduler
+            .deploy(&deploy_spec(&release)?, progress)
+            .await
+    }
+}
+
+#[async_trait]
+impl Pipeline for DeployPipeline {
+    async fn deploy(
+        &self,
+        request: DeployRequest,
+        progress: Progress,
+        cancel: CancellationToken,
+    ) -> Result<DeployOutcome> {
+        let owner = format!("{}/{}", self.config.gateway_id, Uuid::new_v4());
+        let (turn, queue) = self
+            .wait_for_turn(&request, &owner, &progress, &cancel)
+            .await?;
+        let heartbeat = CancellationToken::new();
+        let beat = tokio::spawn(heartbeat_loop(
+            self.store.clone(),
+            request.app.clone(),
+            owner.clone(),
+            self.config.lease_ttl,
+            heartbeat.clone(),
+        ));
+        let result = self.run(&request, &progress, &cancel).await;
+        heartbeat.cancel();
+        let _ = beat.await;
+        if let Err(err) = self.store.release_lease(&request.app, &owner).await {
+            tracing::warn!(app = %request.app, %err, "releasing a deploy lease");
+        }
+        *queue.deploying_user.lock().expect("poisoned") = None;
+        drop(turn);
+        result
+    }
+}
+
+/// Renews a lease every third of its TTL until `stop` is cancelled.
+async fn heartbeat_loop(
+    store: Arc<dyn Store>,
+    app: AppName,
+    owner: String,
+    ttl: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+        if let Err(err) = store.renew_lease(&app, &owner, ttl).await {
+            tracing::error!(%app, %err, "renewing the deploy lease");
+        }
+    }
+}
+
+/// The process types of a release: the Procfile's, else one `web` running the image's
+/// own CMD (an empty command).
+pub fn process_types(procfile: Option<&str>) -> Result<ProcessTypes> {
+    match procfile {
+        Some(text) => {
+            let parsed =
+                procfile::parse(text).map_err(|e| Error::invalid("Procfile", e.to_string()))?;
+            if parsed.processes.is_empty() {
+                return Err(Error::invalid("Procfile", "it defines no process types"));
+            }
+            Ok(parsed.processes.into_iter().collect())
+        }
+        None => Ok(ProcessTypes::from([("web".to_string(), String::new())])),
+    }
+}
+
+/// What the scheduler runs for a release: `web` at one instance, other types at zero
+/// (until the formation says otherwise).
+pub fn deploy_spec(release: &Release) -> Result<DeploySpec> {
+    let image = release
+        .image
+        .clone()
+        .ok_or_else(|| Error::Conflict(format!("release v{} has no image", release.version)))?;
+    let processes = release
+        .process_types
+        .iter()
+        .map(|(name, command)| ProcessSpec {
+            name: name.clone(),
+            command: (!command.is_empty()).then(|| command.clone()),
+            quantity: u32::from(name == "web"),
+            healthcheck: None,
+        })
+        .collect();
+    Ok(DeploySpec {
+        app: release.app.clone(),
+        release: release.version,
+        image,
+        config: release.config.clone(),
+        processes,
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(7)]
+}
+
+/// Copies progress lines into a release's deploy log in the store, batching writes on a
+/// background task so the pipeline never waits on the store to print a line.
+struct StoreLogSink {
+    sender: mpsc::UnboundedSender<LogMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum LogMessage {
+    Line(String),
+    Close,
+}
+
+struct ChannelSink(mpsc::UnboundedSender<LogMessage>);
+
+impl ProgressSink for ChannelSink {
+    fn write_line(&self, line: &str) {
+        let _ = self.0.send(LogMessage::Line(line.to_string()));
+    }
+}
+
+impl StoreLogSink {
+    fn start(store: Arc<dyn Store>, app: AppName, version: u32) -> Self {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<LogMessage>();
+        let task = tokio::spawn(async move {
+            let mut open = true;
+            while open {
+                let Some(first) = receiver.recv().await else {
+                    break;
+                };
+                let mut text = String::new();
+                let mut next = Some(first);
+                while let Some(message) = next {
+                    match message {
+                        LogMessage::Line(line) => {
+                            text.push_str(&line);
+                            text.push('\n');
+                        }
+                        LogMessage::Close => open = false,
+                    }
+                    next = if open { receiver.try_recv().ok() } else { None };
+                }
+                if !text.is_empty()
+                    && let Err(err) = store.append_deploy_log(&app, version, &text).await
+                {
+                    tracing::warn!(%app, version, %err, "writing the deploy log");
+                }
+            }
+        });
+        StoreLogSink { sender, task }
+    }
+
+    fn sink(&self) -> Arc<dyn ProgressSink> {
+        Arc::new(ChannelSink(self.sender.clone()))
+    }
+
+    /// Writes what was printed so far and stops; lines printed later are not logged.
+    async fn finish(self) {
+        let _ = self.sender.send(LogMessage::Close);
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,114 @@
+//! The store: the only source of truth. [`SqliteStore`] is the embedded default.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use sqlite::SqliteStore;
+
+use crate::app::{App, AppName};
+use crate::error::Result;
+use crate::release::{NewRelease, ProcessTypes, Release, ReleaseStatus};
+use crate::user::{SshKey, User};
+
+/// Who holds an app's deploy lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    /// The deploy (owner id) that holds it.
+    pub owner: String,
+    /// The user who started that deploy.
+    pub user: String,
+    /// When it lapses unless renewed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// What the pipeline records once a release's image is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseBuild {
+    /// The image reference to run.
+    pub image: String,
+    /// The image ID.
+    pub image_id: String,
+    /// The raw Procfile.
+    pub procfile: Option<String>,
+    /// The process types parsed from it.
+    pub process_types: ProcessTypes,
+}
+
+/// Persistent state. Every method is a single transaction: nothing half-applied.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates a user; the first user ever created is an admin whatever `admin` says.
+    async fn create_user(&self, name: &str, admin: bool) -> Result<User>;
+    /// Looks a user up by name.
+    async fn user(&self, name: &str) -> Result<User>;
+    /// All users, by name.
+    async fn users(&self) -> Result<Vec<User>>;
+
+    /// Adds a key (OpenSSH form) with its `SHA256:` fingerprint to a user.
+    async fn add_key(&self, user: &str, fingerprint: &str, public_key: &str) -> Result<SshKey>;
+    /// The key with this fingerprint, with its user.
+    async fn key(&self, fingerprint: &str) -> Result<SshKey>;
+    /// All keys, or one user's.
+    async fn keys(&self, user: Option<&str>) -> Result<Vec<SshKey>>;
+    /// Removes a key by fingerprint.
+    async fn remove_key(&self, fingerprint: &str) -> Result<()>;
+
+    /// Creates an app; a conflict if it exists.
+    async fn create_app(&self, name: &AppName, owner: &str) -> Result<App>;
+    /// Looks an app up.
+    async fn app(&self, name: &AppName) -> Result<App>;
+    /// All apps, by name.
+    async fn apps(&self) -> Result<Vec<App>>;
+    /// Deletes an app with its releases and logs.
+    async fn delete_app(&self, name: &AppName) -> Result<()>;
+
+    /// Records a new release with the next version number, in state `pending`.
+    async fn create_release(&self, app: &AppName, release: NewRelease) -> Result<Release>;
+    /// One release.
+    async fn release(&self, app: &AppName, version: u32) -> Result<Release>;
+    /// An app's releases, newest first.
+    async fn releases(&self, app: &AppName) -> Result<Vec<Release>>;
+    /// Every release still in progress (pending, building, deploying), on any app.
+    async fn releases_in_progress(&self) -> Result<Vec<Release>>;
+    /// Records the built image of a release.
+    async fn set_release_build(
+        &self,
+        app: &AppName,
+        version: u32,
+        build: &ReleaseBuild,
+    ) -> Result<()>;
+    /// Moves a release to `status` (checked against the state machine); `failure` says why
+    /// when it fails. Moving to `succeeded` also makes it the app's current release.
+    async fn set_release_status(
+        &self,
+        app: &AppName,
+        version: u32,
+        status: ReleaseStatus,
+        failure: Option<&str>,
+    ) -> Result<()>;
+
+    /// Appends lines to a release's deploy log.
+    async fn append_deploy_log(&self, app: &AppName, version: u32, text: &str) -> Result<()>;
+    /// A release's whole deploy log.
+    async fn deploy_log(&self, app: &AppName, version: u32) -> Result<String>;
+
+    /// Takes the app's deploy lease for `owner` if it is free or lapsed; otherwise returns
+    /// who holds it.
+    async fn try_acquire_lease(
+        &self,
+        app: &AppName,
+        owner: &str,
+        user: &str,
+        ttl: Duration,
+    ) -> Result<Option<LeaseHolder>>;
+    /// Extends a held lease; an error if `owner` no longer holds it.
+    async fn renew_lease(&self, app: &AppName, owner: &str, ttl: Duration) -> Result<()>;
+    /// Gives a lease back (no-op if `owner` does not hold it).
+    async fn release_lease(&self, app: &AppName, owner: &str) -> Result<()>;
+}

@@ -1,0 +1,352 @@
+//! The deploy pipeline against the real SQLite store, with an in-test builder and
+//! scheduler standing in for Docker (the Docker-backed ones are tested in their crates
+//! and end to end in `tests/`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use empire_core::app::AppName;
+use empire_core::build::{BuildRequest, BuiltImage, ImageBuilder};
+use empire_core::pipeline::{
+    DeployPipeline, DeployRequest, DeploySource, Pipeline, PipelineConfig,
+};
+use empire_core::progress::{Progress, ProgressSink};
+use empire_core::release::ReleaseStatus;
+use empire_core::scheduler::{DeploySpec, ProcessInstance, Scheduler};
+use empire_core::store::{SqliteStore, Store};
+use empire_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
+
+/// Builds instantly, or fails / waits when the commit asks for it.
+struct StandInBuilder {
+    procfile: Option<String>,
+}
+
+#[async_trait]
+impl ImageBuilder for StandInBuilder {
+    async fn build(&self, request: &BuildRequest, progress: &Progress) -> Result<BuiltImage> {
+        progress.detail(format!("building {}", request.commit));
+        if request.commit.starts_with("fail") {
+            return Err(Error::Build("step 2 exited with 7".into()));
+        }
+        if request.commit.starts_with("slow") {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        Ok(BuiltImage {
+            image: format!("empire/{}:v{}", request.app, request.version),
+            image_id: format!("sha256:{}", request.commit),
+            procfile: self.procfile.clone(),
+        })
+    }
+}
+
+/// Records what it was asked to run; refuses releases whose image names `unhealthy`.
+#[derive(Default)]
+struct RecordingScheduler {
+    deployed: Mutex<Vec<DeploySpec>>,
+    removed: Mutex<Vec<(String, u32)>>,
+    restored: Mutex<Vec<DeploySpec>>,
+    fail_next: Mutex<bool>,
+}
+
+#[async_trait]
+impl Scheduler for RecordingScheduler {
+    async fn deploy(&self, spec: &DeploySpec, progress: &Progress) -> Result<()> {
+        if std::mem::take(&mut *self.fail_next.lock().unwrap()) {
+            progress.detail("web.1 never listened");
+            return Err(Error::Deploy("web.1 did not become healthy".into()));
+        }
+        self.deployed.lock().unwrap().push(spec.clone());
+        Ok(())
+    }
+    async fn restore(&self, current: &[DeploySpec]) -> Result<()> {
+        self.restored.lock().unwrap().extend_from_slice(current);
+        Ok(())
+    }
+    async fn remove_release(&self, app: &AppName, release: u32) -> Result<()> {
+        self.removed
+            .lock()
+            .unwrap()
+            .push((app.to_string(), release));
+        Ok(())
+    }
+    async fn remove_app(&self, _app: &AppName) -> Result<()> {
+        Ok(())
+    }
+    async fn processes(&self, _app: &AppName) -> Result<Vec<ProcessInstance>> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl ProgressSink for Lines {
+    fn write_line(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    scheduler: Arc<RecordingScheduler>,
+    pipeline: Arc<DeployPipeline>,
+    app: AppName,
+}
+
+async fn fixture(procfile: Option<&str>) -> Fixture {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store.create_user("alice", false).await.unwrap();
+    let app = AppName::new("shop").unwrap();
+    store.create_app(&app, "alice").await.unwrap();
+    let scheduler = Arc::new(RecordingScheduler::default());
+    let pipeline = Arc::new(DeployPipeline::new(
+        store.clone(),
+        Arc::new(StandInBuilder {
+            procfile: procfile.map(str::to_string),
+        }),
+        scheduler.clone(),
+        PipelineConfig {
+            gateway_id: "gw-test".into(),
+            url_template: Some("http://{app}.localhost:8000/".into()),
+            ..PipelineConfig::default()
+        },
+    ));
+    Fixture {
+        store,
+        scheduler,
+        pipeline,
+        app,
+    }
+}
+
+fn push(app: &AppName, commit: &str) -> DeployRequest {
+    DeployRequest {
+        app: app.clone(),
+        user: "alice".into(),
+        source: DeploySource::Push {
+            repo_path: "/nonexistent".into(),
+            object_dirs: vec![],
+            commit: commit.into(),
+            reference: "refs/heads/main".into(),
+        },
+        no_cache: false,
+        message: None,
+    }
+}
+
+async fn deploy(f: &Fixture, commit: &str) -> (Result<u32>, Arc<Lines>) {
+    let lines = Arc::new(Lines::default());
+    let result = f
+        .pipeline
+        .deploy(
+            push(&f.app, commit),
+            Progress::new(lines.clone()),
+            CancellationToken::new(),
+        )
+        .await
+        .map(|outcome| outcome.release);
+    (result, lines)
+}
+
+#[tokio::test]
+async fn a_deploy_becomes_the_current_release_and_prints_the_url() {
+    let f = fixture(Some("web: exec httpd -f -p $PORT\nworker: sleep 100\n")).await;
+    let (result, lines) = deploy(&f, "abc1234567").await;
+    assert_eq!(result.unwrap(), 1);
+    assert!(
+        lines.text().contains("http://shop.localhost:8000/"),
+        "{}",
+        lines.text()
+    );
+    assert_eq!(f.store.app(&f.app).await.unwrap().current_release, Some(1));
+    let release = f.store.release(&f.app, 1).await.unwrap();
+    assert_eq!(release.status, ReleaseStatus::Succeeded);
+    assert_eq!(release.description, "Deploy abc1234");
+    assert_eq!(release.image.as_deref(), Some("empire/shop:v1"));
+    let spec = f.scheduler.deployed.lock().unwrap()[0].clone();
+    let counts: Vec<_> = spec
+        .processes
+        .iter()
+        .map(|p| (p.name.as_str(), p.quantity))
+        .collect();
+    assert_eq!(counts, [("web", 1), ("worker", 0)]);
+    let log = f.store.deploy_log(&f.app, 1).await.unwrap();
+    assert!(log.contains("building abc1234567"), "{log}");
+}
+
+#[tokio::test]
+async fn without_a_procfile_web_runs_the_image_command() {
+    let f = fixture(None).await;
+    deploy(&f, "abc").await.0.unwrap();
+    let spec = f.scheduler.deployed.lock().unwrap()[0].clone();
+    assert_eq!(spec.processes.len(), 1);
+    assert_eq!(spec.processes[0].name, "web");
+    assert_eq!(spec.processes[0].command, None);
+}
+
+#[tokio::test]
+async fn a_failed_build_is_a_failed_release_and_changes_nothing() {
+    let f = fixture(None).await;
+    deploy(&f, "good").await.0.unwrap();
+    let (result, _) = deploy(&f, "failing").await;
+    assert!(matches!(result, Err(Error::Build(_))), "{result:?}");
+    let failed = f.store.release(&f.app, 2).await.unwrap();
+    assert_eq!(failed.status, ReleaseStatus::Failed);
+    assert!(failed.failure.unwrap().contains("exited with 7"));
+    assert_eq!(f.store.app(&f.app).await.unwrap().current_release, Some(1));
+}
+
+#[tokio::test]
+async fn an_unhealthy_release_is_failed_and_the_old_one_stays_current() {
+    let f = fixture(None).await;
+    deploy(&f, "good").await.0.unwrap();
+    *f.scheduler.fail_next.lock().unwrap() = true;
+    let (result, lines) = deploy(&f, "good2").await;
+    assert!(matches!(result, Err(Error::Deploy(_))), "{result:?}");
+    assert!(lines.text().contains("web.1 never listened"));
+    assert_eq!(
+        f.store.release(&f.app, 2).await.unwrap().status,
+        ReleaseStatus::Failed
+    );
+    assert_eq!(f.store.app(&f.app).await.unwrap().current_release, Some(1));
+}
+
+#[tokio::test]
+async fn a_procfile_error_fails_the_release_naming_line_and_column() {
+    let f = fixture(Some("web: ok\nbad line\n")).await;
+    let (result, _) = deploy(&f, "abc").await;
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("line 2, column"), "{message}");
+    assert_eq!(
+        f.store.release(&f.app, 1).await.unwrap().status,
+        ReleaseStatus::Failed
+    );
+}
+
+#[tokio::test]
+async fn deploys_of_one_app_wait_their_turn_in_order() {
+    let f = fixture(None).await;
+    let first = {
+        let pipeline = f.pipeline.clone();
+        let app = f.app.clone();
+        tokio::spawn(async move {
+            pipeline
+                .deploy(
+                    push(&app, "slow-one"),
+                    Progress::null(),
+                    CancellationToken::new(),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (second, lines) = deploy(&f, "second").await;
+    assert_eq!(first.await.unwrap().unwrap().release, 1);
+    assert_eq!(second.unwrap(), 2);
+    assert!(
+        lines
+            .text()
+            .contains("-----> Waiting for the deploy of shop (started by alice) to finish"),
+        "{}",
+        lines.text()
+    );
+    let images: Vec<_> = f
+        .scheduler
+        .deployed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.release)
+        .collect();
+    assert_eq!(images, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_pusher_who_leaves_during_the_build_cancels_the_deploy() {
+    let f = fixture(None).await;
+    let cancel = CancellationToken::new();
+    let task = {
+        let pipeline = f.pipeline.clone();
+        let app = f.app.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            pipeline
+                .deploy(push(&app, "slow-build"), Progress::null(), cancel)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cancel.cancel();
+    let result = task.await.unwrap();
+    assert!(matches!(result, Err(Error::Cancelled(_))), "{result:?}");
+    assert!(f.scheduler.deployed.lock().unwrap().is_empty());
+    assert_eq!(
+        f.store.release(&f.app, 1).await.unwrap().status,
+        ReleaseStatus::Failed
+    );
+}
+
+#[tokio::test]
+async fn recovery_fails_interrupted_deploys_and_restores_current_releases() {
+    let f = fixture(None).await;
+    deploy(&f, "good").await.0.unwrap();
+    // A deploy this gateway was running when it died: v2 stuck in `building`.
+    let stuck = f
+        .store
+        .create_release(
+            &f.app,
+            empire_core::release::NewRelease {
+                user: "alice".into(),
+                description: "Deploy stuck".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    f.store
+        .set_release_status(&f.app, stuck.version, ReleaseStatus::Building, None)
+        .await
+        .unwrap();
+    let lease = f
+        .store
+        .try_acquire_lease(
+            &f.app,
+            "gw-test/dead-deploy",
+            "alice",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(lease.is_none());
+
+    f.pipeline.recover().await.unwrap();
+
+    let v2 = f.store.release(&f.app, 2).await.unwrap();
+    assert_eq!(v2.status, ReleaseStatus::Failed);
+    assert!(v2.failure.unwrap().contains("restart"));
+    assert_eq!(
+        *f.scheduler.removed.lock().unwrap(),
+        [("shop".to_string(), 2)]
+    );
+    let restored: Vec<_> = f
+        .scheduler
+        .restored
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.release)
+        .collect();
+    assert_eq!(restored, [1]);
+    // The dead deploy's lease is gone: a new deploy does not wait.
+    let (result, lines) = deploy(&f, "after").await;
+    assert_eq!(result.unwrap(), 3);
+    assert!(!lines.text().contains("Waiting"));
+}

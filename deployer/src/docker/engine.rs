@@ -1,0 +1,379 @@
+//! The Docker calls of the scheduler: containers of one namespace, found by label.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig,
+    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use empire_core::scheduler::{DEFAULT_PORT, DeploySpec, ProcessSpec};
+use futures_util::StreamExt;
+use tracing::{debug, warn};
+
+use crate::error::{DeployerError, docker_message, docker_status};
+
+/// The process type that receives HTTP traffic.
+pub(crate) const ROUTED_PROCESS: &str = "web";
+
+/// The container port every process listens on, as Docker names it.
+pub(crate) fn port_key() -> String {
+    format!("{DEFAULT_PORT}/tcp")
+}
+
+/// Label keys under one prefix (`empire.app`, …).
+#[derive(Debug, Clone)]
+pub(crate) struct Labels {
+    prefix: String,
+}
+
+impl Labels {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Labels {
+            prefix: prefix.to_string(),
+        }
+    }
+    fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+    pub(crate) fn gateway(&self) -> String {
+        self.key("gateway")
+    }
+    pub(crate) fn app(&self) -> String {
+        self.key("app")
+    }
+    pub(crate) fn process(&self) -> String {
+        self.key("process")
+    }
+    pub(crate) fn release(&self) -> String {
+        self.key("release")
+    }
+    pub(crate) fn instance(&self) -> String {
+        self.key("instance")
+    }
+    /// Which rollout created the container: every deploy starts fresh containers, so a
+    /// redeploy of the same release (a restart, a scale) replaces the running ones.
+    pub(crate) fn deploy(&self) -> String {
+        self.key("deploy")
+    }
+}
+
+/// A container of this namespace, as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct Managed {
+    pub id: String,
+    pub app: String,
+    pub process: String,
+    pub instance: u32,
+    pub release: u32,
+    /// Docker's state: `running`, `restarting`, `exited`, `created`, …
+    pub state: String,
+    pub created: i64,
+    pub host_port: Option<u16>,
+}
+
+impl Managed {
+    /// `web.1`, …
+    pub(crate) fn label(&self) -> String {
+        format!("{}.{}", self.process, self.instance)
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+/// Docker access scoped to one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Engine {
+    pub docker: Docker,
+    pub labels: Labels,
+    pub namespace: String,
+}
+
+impl Engine {
+    /// The label filters that select this namespace (and optionally one app / release).
+    pub(crate) fn filters(
+        &self,
+        app: Option<&str>,
+        release: Option<u32>,
+    ) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{}={}", self.labels.gateway(), self.namespace)];
+        if let Some(app) = app {
+            labels.push(format!("{}={app}", self.labels.app()));
+        }
+        if let Some(release) = release {
+            labels.push(format!("{}={release}", self.labels.release()));
+        }
+        HashMap::from([("label".to_string(), labels)])
+    }
+
+    /// Lists the containers of this namespace (all states).
+    pub(crate) async fn list(
+        &self,
+        app: Option<&str>,
+        release: Option<u32>,
+    ) -> Result<Vec<Managed>, DeployerError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(self.filters(app, release)),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DeployerError::docker("listing containers", e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| self.managed(c))
+            .collect())
+    }
+
+    fn managed(&self, c: ContainerSummary) -> Option<Managed> {
+        let labels = c.labels.unwrap_or_default();
+        if labels.get(&self.labels.gateway()) != Some(&self.namespace) {
+            return None;
+        }
+        let host_port = c.ports.unwrap_or_default().into_iter().find_map(|p| {
+            (p.private_port == DEFAULT_PORT)
+                .then_some(p.public_port)
+                .flatten()
+        });
+        Some(Managed {
+            id: c.id?,
+            app: labels.get(&self.labels.app())?.clone(),
+            process: labels.get(&self.labels.process())?.clone(),
+            instance: labels.get(&self.labels.instance())?.parse().ok()?,
+            release: labels.get(&self.labels.release())?.parse().ok()?,
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            created: c.created.unwrap_or(0),
+            host_port,
+        })
+    }
+
+    /// Creates (without starting) instance `n` of `process`. Routed processes get their
+    /// port published on 127.0.0.1 with an ephemeral host port.
+    pub(crate) async fn create(
+        &self,
+        spec: &DeploySpec,
+        process: &ProcessSpec,
+        n: u32,
+        deploy_id: &str,
+    ) -> Result<String, DeployerError> {
+        let app = spec.app.as_str();
+        let instance = format!("{}.{n}", process.name);
+        let name = format!(
+            "{}-{app}-{}-{n}-v{}-{}",
+            self.namespace,
+            sanitize(&process.name),
+            spec.release,
+            short_id()
+        );
+
+        let mut env: BTreeMap<String, String> = spec.config.clone();
+        env.insert("PORT".into(), DEFAULT_PORT.to_string());
+        env.insert("EMPIRE_APPNAME".into(), app.to_string());
+        env.insert("EMPIRE_PROCESS".into(), process.name.clone());
+        env.insert("EMPIRE_RELEASE".into(), format!("v{}", spec.release));
+        env.insert("DYNO".into(), instance.clone());
+        let env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+
+        // A command runs through the shell so `$PORT` expands as on Heroku; without one
+        // the image's own ENTRYPOINT and CMD run.
+        let (entrypoint, cmd) = match process.command.as_deref().map(str::trim) {
+            Some(command) if !command.is_empty() => (
+                Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
+                Some(vec![command.to_string()]),
+            ),
+            _ => (None, None),
+        };
+
+        let labels = HashMap::from([
+            (self.labels.gateway(), self.namespace.clone()),
+            (self.labels.app(), app.to_string()),
+            (self.labels.process(), process.name.clone()),
+            (self.labels.release(), spec.release.to_string()),
+            (self.labels.instance(), n.to_string()),
+            (self.labels.deploy(), deploy_id.to_string()),
+        ]);
+
+        let published = process.name == ROUTED_PROCESS;
+        let host_config = HostConfig {
+            port_bindings: published.then(|| {
+                HashMap::from([(
+                    port_key(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])
+            }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ALWAYS),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "10m".to_string()),
+                    ("max-file".to_string(), "3".to_string()),
+                ])),
+            }),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(env),
+            entrypoint,
+            cmd,
+            labels: Some(labels),
+            exposed_ports: Some(vec![port_key()]),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(err) if docker_status(&err) == Some(404) => Err(DeployerError::ImageNotFound {
+                image: spec.image.clone(),
+            }),
+            Err(err) => Err(DeployerError::docker(format!("creating {instance}"), err)),
+        }
+    }
+
+    /// Starts a container; a refusal of the engine (a missing executable, …) is a
+    /// [`DeployerError::StartFailed`].
+    pub(crate) async fn start(&self, id: &str, instance: &str) -> Result<(), DeployerError> {
+        match self
+            .docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if matches!(docker_status(&err), Some(400 | 500)) => {
+                Err(DeployerError::StartFailed {
+                    instance: instance.to_string(),
+                    message: docker_message(&err),
+                })
+            }
+            Err(err) => Err(DeployerError::docker(format!("starting {instance}"), err)),
+        }
+    }
+
+    pub(crate) async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<ContainerInspectResponse, bollard::errors::Error> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+    }
+
+    /// Kills and removes a container at once; a container already gone is fine.
+    pub(crate) async fn remove_now(&self, id: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(err) = self.docker.remove_container(id, Some(options)).await
+            && !matches!(docker_status(&err), Some(404 | 409))
+        {
+            warn!(container = id, error = %err, "could not remove container");
+        }
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and removes it.
+    pub(crate) async fn stop_and_remove(&self, id: &str, grace: Duration) {
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        if let Err(err) = self.docker.stop_container(id, Some(options)).await {
+            debug!(container = id, error = %err, "stopping container failed; removing it anyway");
+        }
+        self.remove_now(id).await;
+    }
+
+    /// The last `lines` lines a container wrote (stdout and stderr).
+    pub(crate) async fn last_logs(&self, id: &str, lines: usize) -> Vec<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut bytes = Vec::new();
+        let collect = async {
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(output) => bytes.extend_from_slice(output.as_ref()),
+                    Err(err) => {
+                        debug!(container = id, error = %err, "reading logs failed");
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), collect).await;
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect();
+        all[all.len().saturating_sub(lines)..].to_vec()
+    }
+}
+
+/// The published host port of an inspected container.
+pub(crate) fn inspected_host_port(info: &ContainerInspectResponse) -> Option<u16> {
+    info.network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&port_key())?
+        .as_ref()?
+        .iter()
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+}
+
+/// Keeps characters Docker allows in container names.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Six random hex characters.
+pub(crate) fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizes_names() {
+        assert_eq!(sanitize("web"), "web");
+        assert_eq!(sanitize("my worker:2"), "my-worker-2");
+        assert_eq!(short_id().len(), 6);
+    }
+}

@@ -1,0 +1,12 @@
+//! Empire deployer: runs releases. The `docker` backend ([`DockerScheduler`]) starts one
+//! container per process instance on the local Docker engine and routes web traffic to
+//! them through the built-in HTTP [`Router`], health-gated: a release takes traffic only
+//! once all its processes are up, and a bad release never does.
+
+mod docker;
+mod error;
+mod router;
+
+pub use docker::{DockerScheduler, DockerSchedulerOptions};
+pub use error::DeployerError;
+pub use router::{Backend, Router, RouterBody};

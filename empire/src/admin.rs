@@ -1,0 +1,125 @@
+//! Admin commands that work on the local store: `empire keys …`, `empire users …`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use empire_core::Error;
+use empire_core::store::{SqliteStore, Store};
+
+use crate::config::{GlobalArgs, data_dir};
+
+/// `empire keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a public key for a user (the user is created when new).
+    Add {
+        /// The user the key belongs to.
+        user: String,
+        /// An OpenSSH public key file (`~/.ssh/id_ed25519.pub`), or `-` for stdin.
+        public_key_file: PathBuf,
+    },
+    /// List keys.
+    List,
+    /// Remove a key by its fingerprint (`SHA256:…`).
+    Remove {
+        /// The fingerprint, as `empire keys list` shows it.
+        fingerprint: String,
+    },
+}
+
+/// `empire users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user (the first user is an admin).
+    Add {
+        /// The user name.
+        name: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+}
+
+/// Opens the store of the data dir that `global` names.
+pub async fn open_store(global: &GlobalArgs) -> Result<Arc<dyn Store>> {
+    let dir = data_dir(global)?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    let store = SqliteStore::open(&dir.join("empire.db"))
+        .await
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Runs `empire keys …`.
+pub async fn keys(global: &GlobalArgs, command: KeysCommand) -> Result<()> {
+    let store = open_store(global).await?;
+    match command {
+        KeysCommand::Add {
+            user,
+            public_key_file,
+        } => {
+            let text = if public_key_file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the key from stdin")?
+            } else {
+                std::fs::read_to_string(&public_key_file)
+                    .with_context(|| format!("reading {}", public_key_file.display()))?
+            };
+            let (fingerprint, public_key) = empire_gitd::parse_public_key(text.trim())
+                .with_context(|| {
+                    format!("{} is not an OpenSSH public key", public_key_file.display())
+                })?;
+            match store.create_user(&user, false).await {
+                Ok(created) => println!(
+                    "Created user {}{}",
+                    created.name,
+                    if created.admin { " (admin)" } else { "" }
+                ),
+                Err(Error::Conflict(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+            let key = store.add_key(&user, &fingerprint, &public_key).await?;
+            println!("Added key {} for {}", key.fingerprint, key.user);
+        }
+        KeysCommand::List => {
+            let keys = store.keys(None).await?;
+            if keys.is_empty() {
+                println!("No keys. Add one with: empire keys add <user> ~/.ssh/id_ed25519.pub");
+            }
+            for key in keys {
+                let kind = key.public_key.split_whitespace().next().unwrap_or("?");
+                println!("{}  {}  {}", key.fingerprint, key.user, kind);
+            }
+        }
+        KeysCommand::Remove { fingerprint } => {
+            store.remove_key(&fingerprint).await?;
+            println!("Removed key {fingerprint}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `empire users …`.
+pub async fn users(global: &GlobalArgs, command: UsersCommand) -> Result<()> {
+    let store = open_store(global).await?;
+    match command {
+        UsersCommand::Add { name, admin } => {
+            let user = store.create_user(&name, admin).await?;
+            println!(
+                "Created user {}{}",
+                user.name,
+                if user.admin { " (admin)" } else { "" }
+            );
+        }
+        UsersCommand::List => {
+            for user in store.users().await? {
+                println!("{}{}", user.name, if user.admin { "  admin" } else { "" });
+            }
+        }
+    }
+    Ok(())
+}

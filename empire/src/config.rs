@@ -1,0 +1,251 @@
+//! Settings: a flag beats its `EMPIRE_*` environment variable, which beats the key of
+//! the same name in the `--config` TOML file, which beats the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where the store, repositories and host key live.
+    #[arg(long, env = "EMPIRE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML file with settings (keys named like the flags, with underscores).
+    #[arg(long, env = "EMPIRE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `empire server`.
+#[derive(Debug, Args, Default)]
+pub struct ServerArgs {
+    /// SSH git listener.
+    #[arg(long, env = "EMPIRE_SSH_LISTEN")]
+    pub ssh_listen: Option<SocketAddr>,
+    /// HTTP API listener.
+    #[arg(long, env = "EMPIRE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Router listener.
+    #[arg(long, env = "EMPIRE_ROUTER_LISTEN")]
+    pub router_listen: Option<SocketAddr>,
+    /// Apps answer at `<app>.<apps-domain>`.
+    #[arg(long, env = "EMPIRE_APPS_DOMAIN")]
+    pub apps_domain: Option<String>,
+    /// SSH host key (OpenSSH private key); generated into the data dir when not given.
+    #[arg(long, env = "EMPIRE_HOST_KEY")]
+    pub host_key: Option<PathBuf>,
+    /// The scheduler backend.
+    #[arg(long, env = "EMPIRE_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// Refuse pushes to apps that do not exist yet.
+    #[arg(long, env = "EMPIRE_NO_AUTOCREATE")]
+    pub no_autocreate: bool,
+    /// How long a push waits for another deploy of the same app (e.g. `15m`, `90s`).
+    #[arg(long, env = "EMPIRE_LOCK_TIMEOUT")]
+    pub lock_timeout: Option<String>,
+    /// How long new processes have to become healthy (e.g. `60s`).
+    #[arg(long, env = "EMPIRE_BOOT_TIMEOUT")]
+    pub boot_timeout: Option<String>,
+    /// How long SIGTERM waits for running deploys before exiting (e.g. `5m`).
+    #[arg(long, env = "EMPIRE_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    ssh_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    router_listen: Option<SocketAddr>,
+    apps_domain: Option<String>,
+    host_key: Option<PathBuf>,
+    scheduler: Option<String>,
+    no_autocreate: Option<bool>,
+    lock_timeout: Option<String>,
+    boot_timeout: Option<String>,
+    drain_timeout: Option<String>,
+}
+
+/// Which scheduler backend runs releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// Containers on the local Docker engine behind the built-in router.
+    Docker,
+}
+
+/// Fully resolved server settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub data_dir: PathBuf,
+    pub ssh_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub router_listen: SocketAddr,
+    pub apps_domain: String,
+    pub host_key: PathBuf,
+    pub scheduler: SchedulerKind,
+    pub autocreate: bool,
+    pub lock_timeout: Duration,
+    pub boot_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+fn read_file_config(path: Option<&Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// The data dir: flag or environment, else the config file, else `./.empire`.
+pub fn data_dir(global: &GlobalArgs) -> Result<PathBuf> {
+    let file = read_file_config(global.config.as_deref())?;
+    Ok(global
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(".empire")))
+}
+
+impl ServerSettings {
+    /// Resolves flags, environment, file and defaults.
+    pub fn resolve(global: &GlobalArgs, args: ServerArgs) -> Result<Self> {
+        let file = read_file_config(global.config.as_deref())?;
+        let data_dir = global
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(".empire"));
+        let scheduler = match args
+            .scheduler
+            .or(file.scheduler)
+            .as_deref()
+            .unwrap_or("docker")
+        {
+            "docker" => SchedulerKind::Docker,
+            other => bail!("unknown scheduler {other:?}: expected \"docker\""),
+        };
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("valid default address");
+        Ok(ServerSettings {
+            host_key: args
+                .host_key
+                .or(file.host_key)
+                .unwrap_or_else(|| data_dir.join("ssh_host_ed25519_key")),
+            data_dir,
+            ssh_listen: args
+                .ssh_listen
+                .or(file.ssh_listen)
+                .unwrap_or_else(|| addr("0.0.0.0:2222")),
+            http_listen: args
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| addr("0.0.0.0:8080")),
+            router_listen: args
+                .router_listen
+                .or(file.router_listen)
+                .unwrap_or_else(|| addr("0.0.0.0:8000")),
+            apps_domain: args
+                .apps_domain
+                .or(file.apps_domain)
+                .unwrap_or_else(|| "localhost".into()),
+            scheduler,
+            autocreate: !(args.no_autocreate || file.no_autocreate.unwrap_or(false)),
+            lock_timeout: duration(
+                "lock-timeout",
+                args.lock_timeout.or(file.lock_timeout).as_deref(),
+                Duration::from_secs(15 * 60),
+            )?,
+            boot_timeout: duration(
+                "boot-timeout",
+                args.boot_timeout.or(file.boot_timeout).as_deref(),
+                Duration::from_secs(60),
+            )?,
+            drain_timeout: duration(
+                "drain-timeout",
+                args.drain_timeout.or(file.drain_timeout).as_deref(),
+                Duration::from_secs(5 * 60),
+            )?,
+        })
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `500ms` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(text).with_context(|| {
+            format!("invalid --{flag} {text:?}: expected a duration such as 90s, 15m or 1h")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("5y"), None);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empire.toml");
+        std::fs::write(
+            &file,
+            "apps_domain = \"from-file.test\"\nssh_listen = \"127.0.0.1:2200\"\n",
+        )
+        .unwrap();
+        let global = GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: Some(file),
+        };
+        let args = ServerArgs {
+            ssh_listen: Some("127.0.0.1:3300".parse().unwrap()),
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::resolve(&global, args).unwrap();
+        assert_eq!(settings.ssh_listen.port(), 3300);
+        assert_eq!(settings.apps_domain, "from-file.test");
+        assert_eq!(settings.http_listen.port(), 8080);
+    }
+
+    #[test]
+    fn refuses_unknown_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empire.toml");
+        std::fs::write(&file, "ssh_port = 22\n").unwrap();
+        let err = read_file_config(Some(&file)).unwrap_err();
+        assert!(format!("{err:#}").contains("ssh_port"), "{err:#}");
+    }
+}

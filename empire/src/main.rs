@@ -1,0 +1,65 @@
+//! `empire`: the gateway daemon, its admin commands and git's pre-receive hook.
+
+mod admin;
+mod config;
+mod http;
+mod server;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{GlobalArgs, ServerArgs};
+
+/// Empire: a git-push PaaS gateway.
+#[derive(Debug, Parser)]
+#[command(name = "empire", version, about = "Empire: git push to deploy", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the gateway: SSH git, the HTTP API and the router.
+    Server(Box<ServerArgs>),
+    /// Manage SSH keys that may push (works on the data dir, also while the server runs).
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(admin::UsersCommand),
+    /// Git hooks (run by git inside the gateway, not by people).
+    #[command(subcommand, hide = true)]
+    Hook(HookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum HookCommand {
+    /// The pre-receive hook: hands the push to the daemon and relays its progress.
+    PreReceive,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Command::Hook(HookCommand::PreReceive) = cli.command {
+        std::process::exit(empire_gitd::hook::run_pre_receive_hook());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EMPIRE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(&cli.global, *args).await,
+            Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
+            Command::Users(cmd) => admin::users(&cli.global, cmd).await,
+            Command::Hook(_) => unreachable!("handled before the runtime starts"),
+        }
+    })
+}

@@ -1,0 +1,174 @@
+//! `empire server`: wires the store, builder, scheduler, pipeline, gitd, router and API.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use empire_builder::DockerBuilder;
+use empire_core::pipeline::{DeployPipeline, Pipeline, PipelineConfig};
+use empire_deployer::{DockerScheduler, DockerSchedulerOptions, Router};
+use empire_gitd::{GitServer, GitServerConfig, HookServer};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::open_store;
+use crate::config::{GlobalArgs, SchedulerKind, ServerArgs, ServerSettings};
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains running deploys.
+pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
+    let settings = ServerSettings::resolve(global, args)?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let store = open_store(global).await?;
+    let gateway_id = gateway_id(&settings.data_dir)?;
+
+    let host_key = empire_gitd::load_or_generate_host_key(&settings.host_key)
+        .with_context(|| format!("loading the SSH host key {}", settings.host_key.display()))?;
+
+    let router = Router::new(settings.apps_domain.clone());
+    let scheduler = match settings.scheduler {
+        SchedulerKind::Docker => DockerScheduler::connect(
+            router.clone(),
+            DockerSchedulerOptions {
+                boot_timeout: settings.boot_timeout,
+                apps_domain: settings.apps_domain.clone(),
+                router_port: settings.router_listen.port(),
+                namespace: gateway_id.clone(),
+                ..DockerSchedulerOptions::default()
+            },
+        )
+        .await
+        .context("connecting to the Docker engine (is dockerd running? DOCKER_HOST?)")?,
+    };
+    let builder = DockerBuilder::connect()
+        .await
+        .context("connecting the builder to the Docker engine")?;
+    let pipeline = Arc::new(DeployPipeline::new(
+        store.clone(),
+        Arc::new(builder),
+        Arc::new(scheduler),
+        PipelineConfig {
+            gateway_id: gateway_id.clone(),
+            lock_timeout: settings.lock_timeout,
+            url_template: Some(app_url_template(&settings)),
+            ..PipelineConfig::default()
+        },
+    ));
+    pipeline
+        .recover()
+        .await
+        .context("restoring the apps that were running")?;
+
+    let shutdown = CancellationToken::new();
+    let ssh_listener = bind(settings.ssh_listen, "SSH").await?;
+    let http_listener = bind(settings.http_listen, "HTTP").await?;
+    let router_listener = bind(settings.router_listen, "router").await?;
+    let hook_socket = settings.data_dir.join("hook.sock");
+    let hook_listener = empire_gitd::hook::bind(&hook_socket)
+        .with_context(|| format!("binding the hook socket {}", hook_socket.display()))?;
+
+    let hooks = Arc::new(HookServer::new(pipeline.clone() as Arc<dyn Pipeline>));
+    let hooks_task = tokio::spawn({
+        let hooks = hooks.clone();
+        let shutdown = shutdown.clone();
+        async move { hooks.serve(hook_listener, shutdown).await }
+    });
+    let git = GitServer::new(
+        GitServerConfig {
+            repos_dir: settings.data_dir.join("repos"),
+            hook_program: std::env::current_exe().context("locating the empire binary")?,
+            hook_socket: hook_socket.clone(),
+            autocreate: settings.autocreate,
+            keepalive: Duration::from_secs(15),
+        },
+        host_key,
+        store.clone(),
+    );
+    let host_fingerprint = git.host_key_fingerprint();
+    let git_task = tokio::spawn(git.run(ssh_listener, shutdown.clone()));
+    let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
+    let http_task = tokio::spawn(crate::http::serve(http_listener, shutdown.clone()));
+
+    print_banner(&settings, &host_fingerprint);
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    let running = hooks.active();
+    eprintln!(
+        "Shutting down: no new pushes; waiting up to {}s for {running} running deploy(s)",
+        settings.drain_timeout.as_secs()
+    );
+    shutdown.cancel();
+    if !hooks.drain(settings.drain_timeout).await {
+        eprintln!("Drain timeout reached with deploys still running; exiting");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = hooks_task.await;
+        let _ = git_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    router_task.abort();
+    let _ = std::fs::remove_file(&hook_socket);
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// The gateway's id, generated into the data dir on first start so a restart knows which
+/// containers and deploys were its own.
+fn gateway_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("gateway-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("empire-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+fn app_url_template(settings: &ServerSettings) -> String {
+    let port = settings.router_listen.port();
+    if port == 80 {
+        format!("http://{{app}}.{}/", settings.apps_domain)
+    } else {
+        format!("http://{{app}}.{}:{port}/", settings.apps_domain)
+    }
+}
+
+fn print_banner(settings: &ServerSettings, host_fingerprint: &str) {
+    let ssh_port = settings.ssh_listen.port();
+    println!("Empire is running");
+    println!("  data dir   {}", settings.data_dir.display());
+    println!(
+        "  ssh git    {} (host key {host_fingerprint})",
+        settings.ssh_listen
+    );
+    println!("  http api   http://{}/", settings.http_listen);
+    println!(
+        "  router     {} → {}",
+        settings.router_listen,
+        app_url_template(settings)
+    );
+    println!();
+    println!(
+        "Add your key:  empire --data-dir {} keys add you ~/.ssh/id_ed25519.pub",
+        settings.data_dir.display()
+    );
+    println!("Then push:     git remote add empire ssh://git@localhost:{ssh_port}/<app>.git");
+    println!("               git push empire main");
+}

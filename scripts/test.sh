@@ -1,0 +1,22 @@
+#!/bin/sh
+# Runs every test: formatting and lints, unit tests, integration tests against the real
+# Docker engine, and the end-to-end tests that drive the real binary with git and
+# OpenSSH. Installs and starts what is missing first; safe to run again.
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_packages $RUNTIME_PACKAGES $TEST_PACKAGES
+ensure_docker
+ensure_rust
+scripts/base-images.sh
+log "Checking formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+log "Building"
+cargo build --locked --workspace --bins --examples
+log "Running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --workspace --no-fail-fast "$@"
+else
+    cargo test --locked --workspace --no-fail-fast "$@"
+fi
