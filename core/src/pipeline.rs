@@ -142,19 +142,11 @@ impl DeployPipeline {
     }
 
     /// After a restart: marks the deploys this gateway (or a dead one) left in progress as
-    /// failed and removes their processes, then has the scheduler adopt or restart every
-    /// app's current release.
+    /// failed and removes their processes, frees the leases a previous run of this gateway
+    /// left behind, then has the scheduler adopt or restart every app's current release.
     pub async fn recover(&self) -> Result<()> {
         for release in self.store.releases_in_progress().await? {
-            let owner = format!("{}/recover", self.config.gateway_id);
-            let holder = self
-                .store
-                .try_acquire_lease(&release.app, &owner, "recovery", self.config.lease_ttl)
-                .await?;
-            let ours = holder
-                .as_ref()
-                .is_some_and(|h| h.owner.starts_with(&format!("{}/", self.config.gateway_id)));
-            if holder.is_some() && !ours {
+            if !self.free_stale_lease(&release.app).await? {
                 continue; // another live gateway is deploying it
             }
             tracing::warn!(app = %release.app, version = release.version, "failing a deploy interrupted by a restart");
@@ -169,19 +161,38 @@ impl DeployPipeline {
             self.scheduler
                 .remove_release(&release.app, release.version)
                 .await?;
-            if let Some(h) = holder {
-                self.store.release_lease(&release.app, &h.owner).await?;
-            }
-            self.store.release_lease(&release.app, &owner).await?;
         }
         let mut current = Vec::new();
         for app in self.store.apps().await? {
+            self.free_stale_lease(&app.name).await?;
             if let Some(version) = app.current_release {
                 let release = self.store.release(&app.name, version).await?;
                 current.push(deploy_spec(&release)?);
             }
         }
         self.scheduler.restore(&current).await
+    }
+
+    /// Frees an app's deploy lease unless a live deploy holds it: a lease is dead when it
+    /// lapsed or when a previous run of this gateway took it. Returns whether it was free.
+    async fn free_stale_lease(&self, app: &AppName) -> Result<bool> {
+        let ours = format!("{}/", self.config.gateway_id);
+        let owner = format!("{ours}recover");
+        match self
+            .store
+            .try_acquire_lease(app, &owner, "recovery", self.config.lease_ttl)
+            .await?
+        {
+            Some(holder) if holder.owner.starts_with(&ours) => {
+                self.store.release_lease(app, &holder.owner).await?;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                self.store.release_lease(app, &owner).await?;
+                Ok(true)
+            }
+        }
     }
 
     fn queue(&self, app: &AppName) -> AppQueue {

@@ -162,7 +162,7 @@ fn print_banner(settings: &ServerSettings, host_fingerprint: &str) {
     println!(
         "  router     {} → {}",
         settings.router_listen,
-        app_url_template(settings)
+        app_url_template(settings).replace("{app}", "<app>")
     );
     println!();
     println!(
