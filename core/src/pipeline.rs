@@ -54,6 +54,9 @@ pub struct DeployRequest {
     pub no_cache: bool,
     /// A deploy message, which becomes the release description.
     pub message: Option<String>,
+    /// The owner of a turn already reserved for this deploy ([`Pipeline::reserve`]);
+    /// `None` waits for a turn.
+    pub turn: Option<String>,
 }
 
 /// What a successful deploy produced.
@@ -71,6 +74,16 @@ pub struct DeployOutcome {
 /// is returned and printed by the caller.
 #[async_trait]
 pub trait Pipeline: Send + Sync {
+    /// Waits for the app's turn (printing who is deploying while it waits), up to the
+    /// lock timeout. The deploy that names the turn's owner runs without waiting again.
+    async fn reserve(
+        &self,
+        app: &AppName,
+        user: &str,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<DeployTurn>;
+
     /// Runs one deploy to its end.
     async fn deploy(
         &self,
@@ -115,6 +128,7 @@ pub struct DeployPipeline {
     scheduler: Arc<dyn Scheduler>,
     config: PipelineConfig,
     queues: Mutex<HashMap<AppName, AppQueue>>,
+    reservations: Arc<Mutex<HashMap<String, AppName>>>,
 }
 
 /// The local, first-come first-served queue of deploys of one app, and who is deploying.
@@ -138,6 +152,7 @@ impl DeployPipeline {
             scheduler,
             config,
             queues: Mutex::new(HashMap::new()),
+            reservations: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -216,46 +231,45 @@ impl DeployPipeline {
     /// Waits for this app's turn on this gateway, then for its lease in the store.
     async fn wait_for_turn(
         &self,
-        request: &DeployRequest,
-        owner: &str,
+        app: &AppName,
+        user: &str,
         progress: &Progress,
         cancel: &CancellationToken,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, AppQueue)> {
-        let app = &request.app;
+    ) -> Result<DeployTurn> {
         let queue = self.queue(app);
+        let owner = format!("{}/{}", self.config.gateway_id, Uuid::new_v4());
         let deadline = Instant::now() + self.config.lock_timeout;
+        let waiting = |holder: &str| {
+            progress.step(format!(
+                "Waiting for the deploy of {app} (started by {holder}) to finish"
+            ));
+        };
         let mut announced = false;
         let turn = match queue.turn.clone().try_lock_owned() {
             Ok(turn) => turn,
             Err(_) => {
-                let user = queue
+                let holder = queue
                     .deploying_user
                     .lock()
                     .expect("poisoned")
                     .clone()
                     .unwrap_or_else(|| "another user".into());
-                progress.step(format!(
-                    "Waiting for the deploy of {app} (started by {user}) to finish"
-                ));
+                waiting(&holder);
                 announced = true;
                 tokio::select! {
                     turn = queue.turn.clone().lock_owned() => turn,
-                    _ = tokio::time::sleep_until(deadline.into()) => return Err(self.gave_up(app, &user)),
+                    _ = tokio::time::sleep_until(deadline.into()) => return Err(self.gave_up(app, &holder)),
                     _ = cancel.cancelled() => return Err(Error::Cancelled("the pusher disconnected while waiting".into())),
                 }
             }
         };
-        loop {
-            let holder = self
-                .store
-                .try_acquire_lease(app, owner, &request.user, self.config.lease_ttl)
-                .await?;
-            let Some(holder) = holder else { break };
+        while let Some(holder) = self
+            .store
+            .try_acquire_lease(app, &owner, user, self.config.lease_ttl)
+            .await?
+        {
             if !announced {
-                progress.step(format!(
-                    "Waiting for the deploy of {app} (started by {}) to finish",
-                    holder.user
-                ));
+                waiting(&holder.user);
                 announced = true;
             }
             if Instant::now() >= deadline {
@@ -266,8 +280,28 @@ impl DeployPipeline {
                 _ = cancel.cancelled() => return Err(Error::Cancelled("the pusher disconnected while waiting".into())),
             }
         }
-        *queue.deploying_user.lock().expect("poisoned") = Some(request.user.clone());
-        Ok((turn, queue))
+        *queue.deploying_user.lock().expect("poisoned") = Some(user.to_string());
+        self.reservations
+            .lock()
+            .expect("poisoned")
+            .insert(owner.clone(), app.clone());
+        let heartbeat = CancellationToken::new();
+        tokio::spawn(heartbeat_loop(
+            self.store.clone(),
+            app.clone(),
+            owner.clone(),
+            self.config.lease_ttl,
+            heartbeat.clone(),
+        ));
+        Ok(DeployTurn {
+            app: app.clone(),
+            owner,
+            store: Some(self.store.clone()),
+            heartbeat,
+            reservations: self.reservations.clone(),
+            deploying_user: queue.deploying_user,
+            turn: Some(turn),
+        })
     }
 
     fn gave_up(&self, app: &AppName, user: &str) -> Error {
@@ -422,33 +456,126 @@ impl DeployPipeline {
 
 #[async_trait]
 impl Pipeline for DeployPipeline {
+    async fn reserve(
+        &self,
+        app: &AppName,
+        user: &str,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<DeployTurn> {
+        self.wait_for_turn(app, user, progress, cancel).await
+    }
+
     async fn deploy(
         &self,
         request: DeployRequest,
         progress: Progress,
         cancel: CancellationToken,
     ) -> Result<DeployOutcome> {
-        let owner = format!("{}/{}", self.config.gateway_id, Uuid::new_v4());
-        let (turn, queue) = self
-            .wait_for_turn(&request, &owner, &progress, &cancel)
-            .await?;
-        let heartbeat = CancellationToken::new();
-        let beat = tokio::spawn(heartbeat_loop(
-            self.store.clone(),
-            request.app.clone(),
-            owner.clone(),
-            self.config.lease_ttl,
-            heartbeat.clone(),
-        ));
+        let own_turn = match &request.turn {
+            Some(owner) => {
+                let held =
+                    self.reservations.lock().expect("poisoned").get(owner) == Some(&request.app);
+                if !held {
+                    return Err(Error::Conflict(format!(
+                        "the deploy turn of {} is no longer held; push again",
+                        request.app
+                    )));
+                }
+                None
+            }
+            None => Some(
+                self.wait_for_turn(&request.app, &request.user, &progress, &cancel)
+                    .await?,
+            ),
+        };
         let result = self.run(&request, &progress, &cancel).await;
-        heartbeat.cancel();
-        let _ = beat.await;
-        if let Err(err) = self.store.release_lease(&request.app, &owner).await {
-            tracing::warn!(app = %request.app, %err, "releasing a deploy lease");
+        if let Some(turn) = own_turn {
+            turn.finish().await;
         }
-        *queue.deploying_user.lock().expect("poisoned") = None;
-        drop(turn);
         result
+    }
+}
+
+/// A deploy's place at the head of its app's queue: this gateway's turn and the app's
+/// lease in the store, renewed by a heartbeat until [`DeployTurn::finish`] or drop.
+///
+/// gitd reserves a turn before `git receive-pack` starts, so a push that waited sees the
+/// refs the previous deploy left and its ref update applies cleanly.
+pub struct DeployTurn {
+    app: AppName,
+    owner: String,
+    store: Option<Arc<dyn Store>>,
+    heartbeat: CancellationToken,
+    reservations: Arc<Mutex<HashMap<String, AppName>>>,
+    deploying_user: Arc<Mutex<Option<String>>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl DeployTurn {
+    /// A turn that holds no lease in any store, for pipelines that serialise deploys
+    /// another way (and for stand-in pipelines in tests of gitd).
+    pub fn unleased(app: AppName, owner: String) -> Self {
+        DeployTurn {
+            app,
+            owner,
+            store: None,
+            heartbeat: CancellationToken::new(),
+            reservations: Arc::new(Mutex::new(HashMap::new())),
+            deploying_user: Arc::new(Mutex::new(None)),
+            turn: None,
+        }
+    }
+
+    /// The lease owner id; a [`DeployRequest::turn`] names it to deploy within this turn.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The app whose turn it is.
+    pub fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    /// Gives the lease back, then lets the next deploy of the app go.
+    pub async fn finish(mut self) {
+        self.heartbeat.cancel();
+        if let Some(store) = &self.store
+            && let Err(err) = store.release_lease(&self.app, &self.owner).await
+        {
+            tracing::warn!(app = %self.app, %err, "releasing a deploy lease");
+        }
+        self.release_locally();
+    }
+
+    fn release_locally(&mut self) {
+        self.heartbeat.cancel();
+        self.reservations
+            .lock()
+            .expect("poisoned")
+            .remove(&self.owner);
+        if self.turn.take().is_some() {
+            *self.deploying_user.lock().expect("poisoned") = None;
+        }
+    }
+}
+
+impl Drop for DeployTurn {
+    fn drop(&mut self) {
+        if self.turn.is_none() {
+            return;
+        }
+        self.release_locally();
+        // Dropped without finish(): give the lease back in the background (it would
+        // lapse by itself within its TTL otherwise).
+        if let (Ok(runtime), Some(store)) =
+            (tokio::runtime::Handle::try_current(), self.store.clone())
+        {
+            let (app, owner) = (self.app.clone(), self.owner.clone());
+            runtime.spawn(async move {
+                let _ = store.release_lease(&app, &owner).await;
+            });
+        }
     }
 }
 

@@ -139,6 +139,7 @@ fn push(app: &AppName, commit: &str) -> DeployRequest {
         },
         no_cache: false,
         message: None,
+        turn: None,
     }
 }
 
@@ -349,4 +350,63 @@ async fn recovery_fails_interrupted_deploys_and_restores_current_releases() {
     let (result, lines) = deploy(&f, "after").await;
     assert_eq!(result.unwrap(), 3);
     assert!(!lines.text().contains("Waiting"));
+}
+
+#[tokio::test]
+async fn a_reserved_turn_makes_later_deploys_wait_until_it_finishes() {
+    let f = fixture(None).await;
+    let waiting = Arc::new(Lines::default());
+    let turn = f
+        .pipeline
+        .reserve(
+            &f.app,
+            "alice",
+            &Progress::null(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let later = {
+        let pipeline = f.pipeline.clone();
+        let app = f.app.clone();
+        let waiting = waiting.clone();
+        tokio::spawn(async move {
+            pipeline
+                .deploy(
+                    push(&app, "later"),
+                    Progress::new(waiting),
+                    CancellationToken::new(),
+                )
+                .await
+        })
+    };
+    // The holder of the turn deploys without waiting.
+    let mut within = push(&f.app, "within");
+    within.turn = Some(turn.owner().to_string());
+    let outcome = f
+        .pipeline
+        .deploy(within, Progress::null(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.release, 1);
+    assert!(!later.is_finished());
+    turn.finish().await;
+    assert_eq!(later.await.unwrap().unwrap().release, 2);
+    assert!(
+        waiting
+            .text()
+            .contains("Waiting for the deploy of shop (started by alice)")
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_naming_a_turn_it_does_not_hold_is_refused() {
+    let f = fixture(None).await;
+    let mut request = push(&f.app, "abc");
+    request.turn = Some("gw-test/not-a-turn".into());
+    let result = f
+        .pipeline
+        .deploy(request, Progress::null(), CancellationToken::new())
+        .await;
+    assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
 }

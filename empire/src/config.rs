@@ -104,25 +104,22 @@ fn read_file_config(path: Option<&Path>) -> Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-/// The data dir: flag or environment, else the config file, else `./.empire`.
+/// The data dir, absolute: flag or environment, else the config file, else `./.empire`.
 pub fn data_dir(global: &GlobalArgs) -> Result<PathBuf> {
     let file = read_file_config(global.config.as_deref())?;
-    Ok(global
+    let dir = global
         .data_dir
         .clone()
         .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from(".empire")))
+        .unwrap_or_else(|| PathBuf::from(".empire"));
+    std::path::absolute(&dir).with_context(|| format!("resolving data dir {}", dir.display()))
 }
 
 impl ServerSettings {
     /// Resolves flags, environment, file and defaults.
     pub fn resolve(global: &GlobalArgs, args: ServerArgs) -> Result<Self> {
         let file = read_file_config(global.config.as_deref())?;
-        let data_dir = global
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from(".empire"));
+        let data_dir = data_dir(global)?;
         let scheduler = match args
             .scheduler
             .or(file.scheduler)

@@ -86,7 +86,9 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         },
         host_key,
         store.clone(),
+        pipeline.clone(),
     );
+    let sessions = git.sessions();
     let host_fingerprint = git.host_key_fingerprint();
     let git_task = tokio::spawn(git.run(ssh_listener, shutdown.clone()));
     let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
@@ -106,8 +108,15 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         settings.drain_timeout.as_secs()
     );
     shutdown.cancel();
-    if !hooks.drain(settings.drain_timeout).await {
-        eprintln!("Drain timeout reached with deploys still running; exiting");
+    let drained = tokio::time::timeout(settings.drain_timeout, async {
+        hooks.drain(settings.drain_timeout).await;
+        // Let git report each finished push to its client before the sessions close.
+        sessions.close();
+        sessions.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!("Drain timeout reached with pushes still running; exiting");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = hooks_task.await;

@@ -51,6 +51,8 @@ pub const ENV_SOCKET: &str = "EMPIRE_HOOK_SOCKET";
 pub const ENV_APP: &str = "EMPIRE_APP";
 /// The environment variable naming the user who pushes.
 pub const ENV_USER: &str = "EMPIRE_USER";
+/// The environment variable naming the deploy turn gitd reserved for the push.
+pub const ENV_TURN: &str = "EMPIRE_DEPLOY_TURN";
 
 /// The refs a push deploys from.
 pub const DEPLOY_REFS: [&str; 2] = ["refs/heads/main", "refs/heads/master"];
@@ -125,6 +127,9 @@ pub struct HookRequest {
     /// `git push -o` options.
     #[serde(default)]
     pub push_options: Vec<String>,
+    /// The deploy turn gitd reserved before git started (`EMPIRE_DEPLOY_TURN`).
+    #[serde(default)]
+    pub turn: Option<String>,
 }
 
 /// One message from the daemon to the hook.
@@ -297,6 +302,7 @@ fn build_request(
     })?;
     let object_dirs = object_dirs(env, &repo_path);
     let push_options = push_options(env)?;
+    let turn = env(ENV_TURN).and_then(|v| v.into_string().ok());
     Ok((
         socket,
         HookRequest {
@@ -306,6 +312,7 @@ fn build_request(
             updates,
             object_dirs,
             push_options,
+            turn,
         },
     ))
 }
@@ -630,6 +637,7 @@ impl HookServer {
             },
             no_cache,
             message,
+            turn: request.turn.clone(),
         };
         tracing::info!(
             app = %app,
@@ -861,6 +869,7 @@ mod tests {
             }],
             object_dirs: vec!["/srv/web.git/objects/incoming".into()],
             push_options: vec!["no-cache".into()],
+            turn: None,
         };
         let json: serde_json::Value = serde_json::to_value(&request).unwrap();
         assert_eq!(
@@ -870,6 +879,7 @@ mod tests {
                 "updates": [{"old": OLD, "new": NEW, "ref": "refs/heads/main"}],
                 "object_dirs": ["/srv/web.git/objects/incoming"],
                 "push_options": ["no-cache"],
+                "turn": null,
             })
         );
         assert_eq!(
@@ -1042,6 +1052,19 @@ mod tests {
 
     #[async_trait]
     impl Pipeline for FakePipeline {
+        async fn reserve(
+            &self,
+            app: &empire_core::app::AppName,
+            _user: &str,
+            _progress: &Progress,
+            _cancel: &CancellationToken,
+        ) -> empire_core::Result<empire_core::pipeline::DeployTurn> {
+            Ok(empire_core::pipeline::DeployTurn::unleased(
+                app.clone(),
+                "test-turn".into(),
+            ))
+        }
+
         async fn deploy(
             &self,
             request: DeployRequest,
@@ -1245,6 +1268,7 @@ mod tests {
             updates: vec![update("refs/heads/main", NEW)],
             object_dirs: vec![],
             push_options: vec![],
+            turn: None,
         };
         let mut payload = serde_json::to_vec(&request).unwrap();
         payload.push(b'\n');
@@ -1311,6 +1335,7 @@ mod tests {
             updates: vec![update("refs/heads/main", NEW)],
             object_dirs: vec![],
             push_options: vec![],
+            turn: None,
         };
         let mut payload = serde_json::to_vec(&request).unwrap();
         payload.push(b'\n');

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use empire_core::Error as CoreError;
+use empire_core::pipeline::{DeployTurn, Pipeline};
+use empire_core::progress::{Progress, ProgressSink};
 use empire_core::store::Store;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
@@ -41,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::GitdError;
 use crate::command::{CommandError, GitCommand, GitService, parse_exec};
-use crate::hook::{ENV_APP, ENV_SOCKET, ENV_USER};
+use crate::hook::{ENV_APP, ENV_SOCKET, ENV_TURN, ENV_USER};
 use crate::repo::{GIT_LOCATION_VARS, ensure_repo, repo_path};
 
 /// How many chunks of client data may wait for the child's stdin.
@@ -81,13 +83,24 @@ pub struct GitServer {
 struct Shared {
     config: GitServerConfig,
     store: Arc<dyn Store>,
+    pipeline: Arc<dyn Pipeline>,
 }
 
 impl GitServer {
-    /// A server with `host_key` that authenticates users against `store`.
-    pub fn new(config: GitServerConfig, host_key: PrivateKey, store: Arc<dyn Store>) -> Self {
+    /// A server with `host_key` that authenticates users against `store` and reserves
+    /// each push's deploy turn with `pipeline` before git receives it.
+    pub fn new(
+        config: GitServerConfig,
+        host_key: PrivateKey,
+        store: Arc<dyn Store>,
+        pipeline: Arc<dyn Pipeline>,
+    ) -> Self {
         GitServer {
-            shared: Arc::new(Shared { config, store }),
+            shared: Arc::new(Shared {
+                config,
+                store,
+                pipeline,
+            }),
             host_key,
             sessions: TaskTracker::new(),
         }
@@ -511,7 +524,22 @@ impl Exec {
                     service = %command.service,
                     "running git"
                 );
-                self.run_git(&command, &repo).await
+                match self.reserve_turn(&command).await {
+                    Ok(turn) => {
+                        let owner = turn.as_ref().map(|t| t.owner().to_string());
+                        let code = self.run_git(&command, &repo, owner).await;
+                        if let Some(turn) = turn {
+                            turn.finish().await;
+                        }
+                        code
+                    }
+                    Err(message) => {
+                        let _ = writer
+                            .extended_data_bytes(STDERR, Bytes::from(format!("{message}\n")))
+                            .await;
+                        1
+                    }
+                }
             }
             Err(message) => {
                 // Nothing will read the client's data: let the session stop queueing it.
@@ -607,8 +635,35 @@ impl Exec {
         }
     }
 
+    /// For a push, waits for the app's deploy turn before git advertises its refs, so a
+    /// push that waited for another deploy sees the refs that deploy left. What the
+    /// pipeline prints while waiting goes to the client's stderr.
+    async fn reserve_turn(&self, command: &GitCommand) -> Result<Option<DeployTurn>, String> {
+        if command.service != GitService::ReceivePack {
+            return Ok(None);
+        }
+        let (lines, mut pending) = mpsc::unbounded_channel::<String>();
+        let writer = self.writer.clone();
+        let relay = tokio::spawn(async move {
+            while let Some(line) = pending.recv().await {
+                let _ = writer
+                    .extended_data_bytes(STDERR, Bytes::from(format!("{line}\n")))
+                    .await;
+            }
+        });
+        let progress = Progress::new(Arc::new(LineSink(lines)));
+        let reserved = self
+            .shared
+            .pipeline
+            .reserve(&command.app, &self.user, &progress, &self.cancel)
+            .await;
+        drop(progress);
+        let _ = relay.await;
+        reserved.map(Some).map_err(|e| format!(" !     {e}"))
+    }
+
     /// Runs git and pumps its stdio; returns its exit code.
-    async fn run_git(self, command: &GitCommand, repo: &Path) -> u32 {
+    async fn run_git(self, command: &GitCommand, repo: &Path, turn: Option<String>) -> u32 {
         let config = &self.shared.config;
         let mut cmd = tokio::process::Command::new("git");
         cmd.arg(command.service.program())
@@ -627,6 +682,9 @@ impl Exec {
         }
         if let Some(protocol) = &self.git_protocol {
             cmd.env("GIT_PROTOCOL", protocol);
+        }
+        if let Some(turn) = &turn {
+            cmd.env(ENV_TURN, turn);
         }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
@@ -685,6 +743,15 @@ impl Exec {
                 1
             }
         }
+    }
+}
+
+/// Sends progress lines to a channel, for a task that writes them to the client.
+struct LineSink(mpsc::UnboundedSender<String>);
+
+impl ProgressSink for LineSink {
+    fn write_line(&self, line: &str) {
+        let _ = self.0.send(line.to_string());
     }
 }
 

@@ -87,6 +87,19 @@ async fn cat_file(repo: &Path, object_dirs: Option<&[PathBuf]>, commit: &str) ->
 
 #[async_trait]
 impl Pipeline for FakePipeline {
+    async fn reserve(
+        &self,
+        app: &empire_core::app::AppName,
+        _user: &str,
+        _progress: &Progress,
+        _cancel: &CancellationToken,
+    ) -> empire_core::Result<empire_core::pipeline::DeployTurn> {
+        Ok(empire_core::pipeline::DeployTurn::unleased(
+            app.clone(),
+            "test-turn".into(),
+        ))
+    }
+
     async fn deploy(
         &self,
         request: DeployRequest,
@@ -212,7 +225,7 @@ impl Gateway {
             keepalive: Duration::from_secs(5),
         };
         let host_key = load_or_generate_host_key(&dir.path().join("host_key")).unwrap();
-        let server = GitServer::new(config, host_key, store.clone());
+        let server = GitServer::new(config, host_key, store.clone(), pipeline.clone());
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = tcp.local_addr().unwrap().port();
         tokio::spawn({
