@@ -28,6 +28,9 @@ pub enum Error {
     /// The user may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// No valid credentials were given.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The build failed; the message says why.
     #[error("build failed: {0}")]
     Build(String),

@@ -7,12 +7,16 @@
 
 pub mod app;
 pub mod build;
+pub mod domain;
 pub mod error;
+pub mod event;
+pub mod formation;
 pub mod pipeline;
 pub mod procfile;
 pub mod progress;
 pub mod release;
 pub mod scheduler;
+pub mod service;
 pub mod store;
 pub mod user;
 

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::procfile;
 use crate::progress::{Progress, ProgressSink};
 use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatus};
-use crate::scheduler::{DeploySpec, ProcessSpec, Scheduler};
+use crate::formation::{ProcessFormation, ProcessSize};
+use crate::scheduler::{DeploySpec, OneOffSpec, ProcessSpec, RunIo, RunOutcome, Scheduler};
 use crate::store::{ReleaseBuild, Store};
 
 /// What is being deployed.
@@ -38,6 +39,19 @@ pub enum DeploySource {
     Image {
         /// The image reference.
         image: String,
+    },
+    /// A new release of an earlier one's image, process types and config.
+    Rollback {
+        /// The release to go back to.
+        version: u32,
+    },
+    /// A new release of the current image with changed config; when it does not become
+    /// healthy, no release is recorded.
+    Config {
+        /// The complete new config.
+        config: ConfigVars,
+        /// The release description (`Set FOO, BAR config vars`).
+        description: String,
     },
 }
 
@@ -182,7 +196,8 @@ impl DeployPipeline {
             self.free_stale_lease(&app.name).await?;
             if let Some(version) = app.current_release {
                 let release = self.store.release(&app.name, version).await?;
-                current.push(deploy_spec(&release)?);
+                let formation = self.store.formation(&app.name).await?;
+                current.push(deploy_spec(&release, &formation)?);
             }
         }
         self.scheduler.restore(&current).await
@@ -319,29 +334,19 @@ impl DeployPipeline {
         cancel: &CancellationToken,
     ) -> Result<DeployOutcome> {
         let app = &request.app;
-        let current = match self.store.app(app).await?.current_release {
-            Some(version) => Some(self.store.release(app, version).await?),
-            None => None,
-        };
-        let config = current
-            .as_ref()
-            .map(|r| r.config.clone())
-            .unwrap_or_default();
-        let (commit, default_description) = match &request.source {
-            DeploySource::Push { commit, .. } => {
-                (Some(commit.clone()), format!("Deploy {}", short(commit)))
-            }
-            DeploySource::Image { image } => (None, format!("Deploy {image}")),
-        };
+        let plan = self.plan(request).await?;
         let release = self
             .store
             .create_release(
                 app,
                 NewRelease {
-                    commit,
+                    commit: plan.commit.clone(),
                     user: request.user.clone(),
-                    description: request.message.clone().unwrap_or(default_description),
-                    config: config.clone(),
+                    description: request
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| plan.description.clone()),
+                    config: plan.config.clone(),
                 },
             )
             .await?;
@@ -349,7 +354,7 @@ impl DeployPipeline {
         let log = StoreLogSink::start(self.store.clone(), app.clone(), version);
         let progress = progress.tee(log.sink());
         let result = self
-            .build_and_roll_out(request, version, config, &progress, cancel)
+            .build_and_roll_out(request, &plan, version, &progress, cancel)
             .await;
         let result = match result {
             Ok(()) => self
@@ -369,17 +374,12 @@ impl DeployPipeline {
                     }
                 }),
             Err(err) => {
-                let reason = err.to_string();
-                if let Err(store_err) = self
-                    .store
-                    .set_release_status(app, version, ReleaseStatus::Failed, Some(&reason))
-                    .await
-                {
-                    tracing::error!(%app, version, %store_err, "recording a failed release");
-                }
-                progress.detail(format!(
-                    "v{version} failed; the running release was not changed"
-                ));
+                self.record_failure(app, version, plan.keep_failed, &err).await;
+                progress.detail(if plan.keep_failed {
+                    format!("v{version} failed; the running release was not changed")
+                } else {
+                    "nothing changed; the running release keeps serving".to_string()
+                });
                 Err(err)
             }
         };
@@ -387,11 +387,83 @@ impl DeployPipeline {
         result
     }
 
+    /// Marks a release failed, or deletes it when the deploy records no failed release
+    /// (a config change that did not become healthy).
+    async fn record_failure(&self, app: &AppName, version: u32, keep: bool, err: &Error) {
+        let reason = err.to_string();
+        let recorded = self
+            .store
+            .set_release_status(app, version, ReleaseStatus::Failed, Some(&reason))
+            .await;
+        let recorded = match recorded {
+            Ok(()) if !keep => self.store.delete_release(app, version).await,
+            other => other,
+        };
+        if let Err(store_err) = recorded {
+            tracing::error!(%app, version, %store_err, "recording a failed release");
+        }
+    }
+
+    /// What a deploy will release: its config, description, and for deploys that reuse
+    /// an existing release's image, that release.
+    async fn plan(&self, request: &DeployRequest) -> Result<Plan> {
+        let app = &request.app;
+        let current = match self.store.app(app).await?.current_release {
+            Some(version) => Some(self.store.release(app, version).await?),
+            None => None,
+        };
+        let app_config = self.store.app_config(app).await?;
+        Ok(match &request.source {
+            DeploySource::Push { commit, .. } => Plan {
+                commit: Some(commit.clone()),
+                description: format!("Deploy {}", short(commit)),
+                config: app_config,
+                base: None,
+                keep_failed: true,
+            },
+            DeploySource::Image { image } => Plan {
+                commit: None,
+                description: format!("Deploy {image}"),
+                config: app_config,
+                base: None,
+                keep_failed: true,
+            },
+            DeploySource::Rollback { version } => {
+                let target = self.store.release(app, *version).await?;
+                if target.status != ReleaseStatus::Succeeded {
+                    return Err(Error::invalid(
+                        "release",
+                        format!("v{version} of {app} {}; only a release that served can be rolled back to", target.status),
+                    ));
+                }
+                Plan {
+                    commit: target.commit.clone(),
+                    description: format!("Rollback to v{version}"),
+                    config: target.config.clone(),
+                    base: Some(target),
+                    keep_failed: true,
+                }
+            }
+            DeploySource::Config { config, description } => {
+                let base = current.ok_or_else(|| {
+                    Error::Conflict(format!("{app} has no release to apply the config to"))
+                })?;
+                Plan {
+                    commit: base.commit.clone(),
+                    description: description.clone(),
+                    config: config.clone(),
+                    base: Some(base),
+                    keep_failed: false,
+                }
+            }
+        })
+    }
+
     async fn build_and_roll_out(
         &self,
         request: &DeployRequest,
+        plan: &Plan,
         version: u32,
-        config: ConfigVars,
         progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<()> {
@@ -401,20 +473,30 @@ impl DeployPipeline {
         self.store
             .set_release_status(app, version, ReleaseStatus::Building, None)
             .await?;
-        let built = match &request.source {
-            DeploySource::Push {
-                repo_path,
-                object_dirs,
-                commit,
-                ..
-            } => {
+        let built = match (&request.source, &plan.base) {
+            (_, Some(base)) => BuiltImage {
+                image: base.image.clone().ok_or_else(|| {
+                    Error::Conflict(format!("release v{} has no image", base.version))
+                })?,
+                image_id: base.image_id.clone().unwrap_or_default(),
+                procfile: base.procfile.clone(),
+            },
+            (
+                DeploySource::Push {
+                    repo_path,
+                    object_dirs,
+                    commit,
+                    ..
+                },
+                None,
+            ) => {
                 let build = BuildRequest {
                     app: app.clone(),
                     version,
                     repo_path: repo_path.clone(),
                     object_dirs: object_dirs.clone(),
                     commit: commit.clone(),
-                    config: config.clone(),
+                    config: plan.config.clone(),
                     no_cache: request.no_cache,
                 };
                 tokio::select! {
@@ -422,13 +504,19 @@ impl DeployPipeline {
                     _ = cancel.cancelled() => return Err(cancelled()),
                 }
             }
-            DeploySource::Image { image } => BuiltImage {
+            (DeploySource::Image { image }, None) => BuiltImage {
                 image: image.clone(),
                 image_id: image.clone(),
                 procfile: None,
             },
+            (DeploySource::Rollback { .. } | DeploySource::Config { .. }, None) => {
+                unreachable!("plan() gives these deploys a base release")
+            }
         };
-        let process_types = process_types(built.procfile.as_deref())?;
+        let process_types = match &plan.base {
+            Some(base) => base.process_types.clone(),
+            None => process_types(built.procfile.as_deref())?,
+        };
         self.store
             .set_release_build(
                 app,
@@ -448,9 +536,118 @@ impl DeployPipeline {
             .set_release_status(app, version, ReleaseStatus::Deploying, None)
             .await?;
         let release = self.store.release(app, version).await?;
+        let formation = self.store.formation(app).await?;
+        self.release_phase(&release, &formation, progress).await?;
         self.scheduler
-            .deploy(&deploy_spec(&release)?, progress)
+            .deploy(&deploy_spec(&release, &formation)?, progress)
             .await
+    }
+
+    /// Heroku's release phase: the Procfile's `release` process runs once in the new
+    /// image and config before the rollout; if it fails, the deploy fails.
+    async fn release_phase(
+        &self,
+        release: &Release,
+        formation: &[ProcessFormation],
+        progress: &Progress,
+    ) -> Result<()> {
+        let Some(command) = release.process_types.get(RELEASE_PROCESS) else {
+            return Ok(());
+        };
+        let step = progress.step(format!("Running release command: {command}"));
+        let spec = OneOffSpec {
+            app: release.app.clone(),
+            release: release.version,
+            image: release.image.clone().unwrap_or_default(),
+            config: release.config.clone(),
+            command: command.clone(),
+            size: size_of(formation, RELEASE_PROCESS),
+            tty: false,
+        };
+        let io = RunIo {
+            input: Box::new(tokio::io::empty()),
+            output: Box::new(ProgressWriter::new(progress.clone())),
+            resize: None,
+        };
+        match self.scheduler.run(&spec, Some(io)).await? {
+            RunOutcome::Exited(0) => {
+                step.done("Release command succeeded");
+                Ok(())
+            }
+            RunOutcome::Exited(code) => Err(Error::Deploy(format!(
+                "the release command `{command}` exited with code {code}"
+            ))),
+            RunOutcome::Detached { .. } => Err(Error::Deploy(
+                "the release command did not run attached".into(),
+            )),
+        }
+    }
+}
+
+/// The process type that runs once per deploy instead of as a service.
+pub const RELEASE_PROCESS: &str = "release";
+
+/// What a deploy releases, decided before its release is recorded.
+struct Plan {
+    commit: Option<String>,
+    description: String,
+    config: ConfigVars,
+    /// The release whose image and process types are reused (rollback, config change).
+    base: Option<Release>,
+    /// Record a failure as a failed release (else no release is recorded).
+    keep_failed: bool,
+}
+
+/// Turns bytes a process writes into detail lines, as complete lines arrive.
+struct ProgressWriter {
+    progress: Progress,
+    partial: Vec<u8>,
+}
+
+impl ProgressWriter {
+    fn new(progress: Progress) -> Self {
+        ProgressWriter {
+            progress,
+            partial: Vec::new(),
+        }
+    }
+
+    fn emit_complete_lines(&mut self) {
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            self.progress.detail(text.trim_end_matches(['\n', '\r']));
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ProgressWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.partial.extend_from_slice(buf);
+        self.emit_complete_lines();
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.partial.is_empty() {
+            self.partial.push(b'\n');
+            self.emit_complete_lines();
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -614,9 +811,19 @@ pub fn process_types(procfile: Option<&str>) -> Result<ProcessTypes> {
     }
 }
 
-/// What the scheduler runs for a release: `web` at one instance, other types at zero
-/// (until the formation says otherwise).
-pub fn deploy_spec(release: &Release) -> Result<DeploySpec> {
+/// The size of a process type in a formation (the default size when not scaled).
+pub fn size_of(formation: &[ProcessFormation], process: &str) -> ProcessSize {
+    formation
+        .iter()
+        .find(|f| f.process == process)
+        .map(|f| f.size)
+        .unwrap_or_default()
+}
+
+/// What the scheduler runs for a release under the app's formation: the counts and sizes
+/// scaled so far, else `web` at one instance and other types at zero. The `release`
+/// process runs once per deploy, never as a service.
+pub fn deploy_spec(release: &Release, formation: &[ProcessFormation]) -> Result<DeploySpec> {
     let image = release
         .image
         .clone()
@@ -624,11 +831,16 @@ pub fn deploy_spec(release: &Release) -> Result<DeploySpec> {
     let processes = release
         .process_types
         .iter()
-        .map(|(name, command)| ProcessSpec {
-            name: name.clone(),
-            command: (!command.is_empty()).then(|| command.clone()),
-            quantity: u32::from(name == "web"),
-            healthcheck: None,
+        .filter(|(name, _)| name.as_str() != RELEASE_PROCESS)
+        .map(|(name, command)| {
+            let scaled = formation.iter().find(|f| &f.process == name);
+            ProcessSpec {
+                name: name.clone(),
+                command: (!command.is_empty()).then(|| command.clone()),
+                quantity: scaled.map_or(u32::from(name == "web"), |f| f.quantity),
+                healthcheck: None,
+                size: scaled.map(|f| f.size).unwrap_or_default(),
+            }
         })
         .collect();
     Ok(DeploySpec {

@@ -5,8 +5,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
 use crate::app::AppName;
 use crate::error::Result;
+use crate::formation::ProcessSize;
 use crate::progress::Progress;
 use crate::release::ConfigVars;
 
@@ -24,6 +28,9 @@ pub struct ProcessSpec {
     pub quantity: u32,
     /// HTTP path probed before the process receives traffic (else a TCP connect).
     pub healthcheck: Option<String>,
+    /// CPU shares and memory of each instance.
+    #[serde(default)]
+    pub size: ProcessSize,
 }
 
 /// Everything a scheduler needs to run a release.
@@ -57,6 +64,83 @@ pub struct ProcessInstance {
     pub started_at: Option<OffsetDateTime>,
 }
 
+/// Which processes a restart replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartTarget {
+    /// Every process of the app.
+    All,
+    /// Every instance of one process type (`web`).
+    Process(String),
+    /// One instance (`web.2`: process `web`, instance 2).
+    Instance(String, u32),
+}
+
+/// A one-off process: `run` in a release's image and config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOffSpec {
+    /// The app.
+    pub app: AppName,
+    /// The release whose image and config it runs with.
+    pub release: u32,
+    /// The image.
+    pub image: String,
+    /// The environment.
+    pub config: ConfigVars,
+    /// The command, handed to `/bin/sh -c` inside the container.
+    pub command: String,
+    /// Its size.
+    pub size: ProcessSize,
+    /// Allocate a TTY.
+    pub tty: bool,
+}
+
+/// The streams of an attached one-off process.
+pub struct RunIo {
+    /// What the user types (EOF closes the process's stdin).
+    pub input: Box<dyn AsyncRead + Send + Unpin>,
+    /// What the process writes (stdout and stderr together with a TTY).
+    pub output: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Terminal size changes (columns, rows), when attached with a TTY.
+    pub resize: Option<mpsc::Receiver<(u16, u16)>>,
+}
+
+/// How a one-off process ended, or where it runs when detached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunOutcome {
+    /// An attached process exited with this code.
+    Exited(i32),
+    /// A detached process started; its name (`run.1234`) and id.
+    Detached {
+        /// The instance name shown by `ps`.
+        name: String,
+        /// The container or task id.
+        id: String,
+    },
+}
+
+/// What `logs` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogOptions {
+    /// Only this process type.
+    pub process: Option<String>,
+    /// Start with at most this many lines per instance (all when `None`).
+    pub tail: Option<u32>,
+    /// Keep streaming new lines until the receiver is dropped.
+    pub follow: bool,
+}
+
+/// One line of a process's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// Which instance wrote it (`web.1`).
+    pub source: String,
+    /// The text, without its newline.
+    pub text: String,
+}
+
 /// Runs releases. Every operation streams what it does to `progress`.
 #[async_trait]
 pub trait Scheduler: Send + Sync {
@@ -77,4 +161,28 @@ pub trait Scheduler: Send + Sync {
 
     /// Lists the app's process instances.
     async fn processes(&self, app: &AppName) -> Result<Vec<ProcessInstance>>;
+
+    /// Converges the current release to the quantities and sizes in `spec` without a new
+    /// release: new web instances take traffic only once healthy; instances whose size
+    /// changed are replaced health-gated; surplus ones drain and stop.
+    async fn scale(&self, spec: &DeploySpec, progress: &Progress) -> Result<()>;
+
+    /// Replaces the targeted instances with fresh ones, health-gated like a deploy.
+    async fn restart(
+        &self,
+        spec: &DeploySpec,
+        target: &RestartTarget,
+        progress: &Progress,
+    ) -> Result<()>;
+
+    /// Runs a one-off process. Attached (`io` given): streams it and returns its exit
+    /// code; detached: returns once it started. The container is removed afterwards.
+    async fn run(&self, spec: &OneOffSpec, io: Option<RunIo>) -> Result<RunOutcome>;
+
+    /// Streams the app's process output. The stream ends after the backlog unless
+    /// `follow`, then when the receiver is dropped.
+    async fn logs(&self, app: &AppName, options: &LogOptions) -> Result<mpsc::Receiver<LogLine>>;
+
+    /// Sets the custom hostnames the app answers to.
+    async fn set_domains(&self, app: &AppName, hostnames: &[String]) -> Result<()>;
 }

@@ -30,3 +30,17 @@ pub struct SshKey {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
+
+/// An API token (its secret is shown once, at creation; the store keeps its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Store id.
+    pub id: i64,
+    /// The user it authenticates.
+    pub user: String,
+    /// What it is for (`created by empire tokens create`, `oauth`, …).
+    pub description: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

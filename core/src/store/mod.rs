@@ -11,9 +11,12 @@ use time::OffsetDateTime;
 pub use sqlite::SqliteStore;
 
 use crate::app::{App, AppName};
+use crate::domain::Domain;
 use crate::error::Result;
-use crate::release::{NewRelease, ProcessTypes, Release, ReleaseStatus};
-use crate::user::{SshKey, User};
+use crate::event::{Event, NewEvent};
+use crate::formation::ProcessFormation;
+use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatus};
+use crate::user::{ApiToken, SshKey, User};
 
 /// Who holds an app's deploy lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,4 +114,54 @@ pub trait Store: Send + Sync {
     async fn renew_lease(&self, app: &AppName, owner: &str, ttl: Duration) -> Result<()>;
     /// Gives a lease back (no-op if `owner` does not hold it).
     async fn release_lease(&self, app: &AppName, owner: &str) -> Result<()>;
+
+    /// Deletes a release that never succeeded (a config change that did not become
+    /// healthy records no release); a conflict for a succeeded one.
+    async fn delete_release(&self, app: &AppName, version: u32) -> Result<()>;
+
+    /// The config the app's next deploy runs with: the current release's, or what was
+    /// set before the first deploy. Moving a release to `succeeded` also makes its config
+    /// the app's config, in the same transaction.
+    async fn app_config(&self, app: &AppName) -> Result<ConfigVars>;
+    /// Replaces the app's config (used while the app has no release yet).
+    async fn set_app_config(&self, app: &AppName, config: &ConfigVars) -> Result<()>;
+
+    /// The app's formation, by process type. Process types never scaled are absent.
+    async fn formation(&self, app: &AppName) -> Result<Vec<ProcessFormation>>;
+    /// Upserts these entries of the app's formation, all in one transaction.
+    async fn set_formation(&self, app: &AppName, entries: &[ProcessFormation]) -> Result<()>;
+
+    /// Attaches a hostname (already normalized) to an app; a conflict naming the app that
+    /// has it when it is taken.
+    async fn add_domain(&self, app: &AppName, hostname: &str) -> Result<Domain>;
+    /// One app's domains, or every app's.
+    async fn domains(&self, app: Option<&AppName>) -> Result<Vec<Domain>>;
+    /// Detaches a hostname; not found when the app does not have it.
+    async fn remove_domain(&self, app: &AppName, hostname: &str) -> Result<()>;
+
+    /// Records an API token by the SHA-256 hex digest of its secret.
+    async fn create_token(&self, user: &str, digest: &str, description: &str) -> Result<ApiToken>;
+    /// The user whose token has this digest (not found otherwise).
+    async fn user_by_token(&self, digest: &str) -> Result<User>;
+    /// A user's tokens.
+    async fn tokens(&self, user: &str) -> Result<Vec<ApiToken>>;
+    /// Revokes one of a user's tokens.
+    async fn revoke_token(&self, user: &str, id: i64) -> Result<()>;
+
+    /// Makes a user a collaborator on an app (no-op if already). `create_app` makes the
+    /// owner one in the same transaction.
+    async fn add_collaborator(&self, app: &AppName, user: &str) -> Result<()>;
+    /// Removes a collaborator; not found when the user is not one.
+    async fn remove_collaborator(&self, app: &AppName, user: &str) -> Result<()>;
+    /// An app's collaborators, by name.
+    async fn collaborators(&self, app: &AppName) -> Result<Vec<String>>;
+    /// Whether the user collaborates on the app.
+    async fn is_collaborator(&self, app: &AppName, user: &str) -> Result<bool>;
+    /// The apps a user collaborates on (every app for an admin), by name, in one query.
+    async fn apps_for(&self, user: &User) -> Result<Vec<App>>;
+
+    /// Records an event.
+    async fn record_event(&self, event: NewEvent) -> Result<Event>;
+    /// The newest events first, of one app or all, at most `limit`.
+    async fn events(&self, app: Option<&AppName>, limit: u32) -> Result<Vec<Event>>;
 }

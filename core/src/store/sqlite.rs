@@ -767,6 +767,63 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn delete_release(&self, _app: &AppName, _version: u32) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn app_config(&self, _app: &AppName) -> Result<crate::release::ConfigVars> {
+        todo!("store helper")
+    }
+    async fn set_app_config(&self, _app: &AppName, _config: &crate::release::ConfigVars) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn formation(&self, _app: &AppName) -> Result<Vec<crate::formation::ProcessFormation>> {
+        todo!("store helper")
+    }
+    async fn set_formation(&self, _app: &AppName, _entries: &[crate::formation::ProcessFormation]) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn add_domain(&self, _app: &AppName, _hostname: &str) -> Result<crate::domain::Domain> {
+        todo!("store helper")
+    }
+    async fn domains(&self, _app: Option<&AppName>) -> Result<Vec<crate::domain::Domain>> {
+        todo!("store helper")
+    }
+    async fn remove_domain(&self, _app: &AppName, _hostname: &str) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn create_token(&self, _user: &str, _digest: &str, _description: &str) -> Result<crate::user::ApiToken> {
+        todo!("store helper")
+    }
+    async fn user_by_token(&self, _digest: &str) -> Result<User> {
+        todo!("store helper")
+    }
+    async fn tokens(&self, _user: &str) -> Result<Vec<crate::user::ApiToken>> {
+        todo!("store helper")
+    }
+    async fn revoke_token(&self, _user: &str, _id: i64) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn add_collaborator(&self, _app: &AppName, _user: &str) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn remove_collaborator(&self, _app: &AppName, _user: &str) -> Result<()> {
+        todo!("store helper")
+    }
+    async fn collaborators(&self, _app: &AppName) -> Result<Vec<String>> {
+        todo!("store helper")
+    }
+    async fn is_collaborator(&self, _app: &AppName, _user: &str) -> Result<bool> {
+        todo!("store helper")
+    }
+    async fn apps_for(&self, _user: &User) -> Result<Vec<App>> {
+        todo!("store helper")
+    }
+    async fn record_event(&self, _event: crate::event::NewEvent) -> Result<crate::event::Event> {
+        todo!("store helper")
+    }
+    async fn events(&self, _app: Option<&AppName>, _limit: u32) -> Result<Vec<crate::event::Event>> {
+        todo!("store helper")
+    }
 }
 
 #[cfg(test)]
