@@ -27,9 +27,7 @@ pub fn normalize_hostname(hostname: &str) -> Result<String> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
     if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
         return Err(Error::invalid(
@@ -46,9 +44,20 @@ mod tests {
 
     #[test]
     fn normalizes_and_validates_hostnames() {
-        assert_eq!(normalize_hostname("WWW.Example.com.").unwrap(), "www.example.com");
+        assert_eq!(
+            normalize_hostname("WWW.Example.com.").unwrap(),
+            "www.example.com"
+        );
         assert_eq!(normalize_hostname("localhost").unwrap(), "localhost");
-        for bad in ["", "a..b", "-a.com", "a-.com", "a b.com", "*.example.com", "x/y"] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a b.com",
+            "*.example.com",
+            "x/y",
+        ] {
             assert!(normalize_hostname(bad).is_err(), "{bad}");
         }
     }

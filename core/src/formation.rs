@@ -48,7 +48,9 @@ impl ProcessSize {
         let invalid = || {
             Error::invalid(
                 "size",
-                format!("{text:?} is not a size: use 1X, 2X, PX or <cpu shares>:<memory> such as 512:1GB"),
+                format!(
+                    "{text:?} is not a size: use 1X, 2X, PX or <cpu shares>:<memory> such as 512:1GB"
+                ),
             )
         };
         let (cpu, memory) = text.split_once(':').ok_or_else(invalid)?;
@@ -140,7 +142,9 @@ impl ScaleRequest {
         let (process, rest) = text.split_once('=').ok_or_else(|| {
             Error::invalid(
                 "scale",
-                format!("{text:?}: expected <process>=<count>[:<size>], such as web=3 or worker=2:2X"),
+                format!(
+                    "{text:?}: expected <process>=<count>[:<size>], such as web=3 or worker=2:2X"
+                ),
             )
         })?;
         if process.is_empty()
@@ -203,7 +207,10 @@ mod tests {
     #[test]
     fn parses_scale_requests() {
         let r = ScaleRequest::parse("web=3").unwrap();
-        assert_eq!((r.process.as_str(), r.quantity, r.size), ("web", Some(3), None));
+        assert_eq!(
+            (r.process.as_str(), r.quantity, r.size),
+            ("web", Some(3), None)
+        );
         let r = ScaleRequest::parse("worker=2:2X").unwrap();
         assert_eq!(r.size, Some(ProcessSize::X2));
         let r = ScaleRequest::parse("web=2:512:1GB").unwrap();

@@ -14,10 +14,10 @@ use uuid::Uuid;
 use crate::app::AppName;
 use crate::build::{BuildRequest, BuiltImage, ImageBuilder};
 use crate::error::{Error, Result};
+use crate::formation::{ProcessFormation, ProcessSize};
 use crate::procfile;
 use crate::progress::{Progress, ProgressSink};
 use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatus};
-use crate::formation::{ProcessFormation, ProcessSize};
 use crate::scheduler::{DeploySpec, OneOffSpec, ProcessSpec, RunIo, RunOutcome, Scheduler};
 use crate::store::{ReleaseBuild, Store};
 
@@ -374,7 +374,8 @@ impl DeployPipeline {
                     }
                 }),
             Err(err) => {
-                self.record_failure(app, version, plan.keep_failed, &err).await;
+                self.record_failure(app, version, plan.keep_failed, &err)
+                    .await;
                 progress.detail(if plan.keep_failed {
                     format!("v{version} failed; the running release was not changed")
                 } else {
@@ -433,7 +434,10 @@ impl DeployPipeline {
                 if target.status != ReleaseStatus::Succeeded {
                     return Err(Error::invalid(
                         "release",
-                        format!("v{version} of {app} {}; only a release that served can be rolled back to", target.status),
+                        format!(
+                            "v{version} of {app} {}; only a release that served can be rolled back to",
+                            target.status
+                        ),
                     ));
                 }
                 Plan {
@@ -444,7 +448,10 @@ impl DeployPipeline {
                     keep_failed: true,
                 }
             }
-            DeploySource::Config { config, description } => {
+            DeploySource::Config {
+                config,
+                description,
+            } => {
                 let base = current.ok_or_else(|| {
                     Error::Conflict(format!("{app} has no release to apply the config to"))
                 })?;

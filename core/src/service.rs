@@ -97,7 +97,14 @@ impl Platform {
         }
     }
 
-    async fn event(&self, actor: &User, app: Option<&AppName>, action: &str, release: Option<u32>, message: String) {
+    async fn event(
+        &self,
+        actor: &User,
+        app: Option<&AppName>,
+        action: &str,
+        release: Option<u32>,
+        message: String,
+    ) {
         let event = NewEvent {
             app: app.cloned(),
             user: actor.name.clone(),
@@ -139,9 +146,24 @@ impl Platform {
     }
 
     /// Adds an SSH key (already parsed: fingerprint and normalized line) for the actor.
-    pub async fn add_key(&self, actor: &User, fingerprint: &str, public_key: &str) -> Result<SshKey> {
-        let key = self.store.add_key(&actor.name, fingerprint, public_key).await?;
-        self.event(actor, None, "key.added", None, format!("added key {fingerprint}")).await;
+    pub async fn add_key(
+        &self,
+        actor: &User,
+        fingerprint: &str,
+        public_key: &str,
+    ) -> Result<SshKey> {
+        let key = self
+            .store
+            .add_key(&actor.name, fingerprint, public_key)
+            .await?;
+        self.event(
+            actor,
+            None,
+            "key.added",
+            None,
+            format!("added key {fingerprint}"),
+        )
+        .await;
         Ok(key)
     }
 
@@ -152,7 +174,14 @@ impl Platform {
             return Err(Error::not_found("key", fingerprint));
         }
         self.store.remove_key(fingerprint).await?;
-        self.event(actor, None, "key.removed", None, format!("removed key {fingerprint}")).await;
+        self.event(
+            actor,
+            None,
+            "key.removed",
+            None,
+            format!("removed key {fingerprint}"),
+        )
+        .await;
         Ok(())
     }
 
@@ -167,7 +196,14 @@ impl Platform {
     pub async fn create_app(&self, actor: &User, name: &str) -> Result<App> {
         let name = AppName::new(name)?;
         let app = self.store.create_app(&name, &actor.name).await?;
-        self.event(actor, Some(&name), "app.created", None, format!("created {name}")).await;
+        self.event(
+            actor,
+            Some(&name),
+            "app.created",
+            None,
+            format!("created {name}"),
+        )
+        .await;
         Ok(app)
     }
 
@@ -190,7 +226,14 @@ impl Platform {
         self.scheduler.set_domains(app, &[]).await?;
         self.app_data.remove(app).await?;
         self.store.delete_app(app).await?;
-        self.event(actor, Some(app), "app.destroyed", None, format!("destroyed {app}")).await;
+        self.event(
+            actor,
+            Some(app),
+            "app.destroyed",
+            None,
+            format!("destroyed {app}"),
+        )
+        .await;
         Ok(())
     }
 
@@ -246,23 +289,62 @@ impl Platform {
     ) -> Result<DeployOutcome> {
         self.authorize(actor, app).await?;
         if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
-            return Err(Error::invalid("image", format!("{image:?} is not an image reference")));
+            return Err(Error::invalid(
+                "image",
+                format!("{image:?} is not an image reference"),
+            ));
         }
         let outcome = self
-            .deploy(actor, app, DeploySource::Image { image: image.to_string() }, message, progress, CancellationToken::new())
+            .deploy(
+                actor,
+                app,
+                DeploySource::Image {
+                    image: image.to_string(),
+                },
+                message,
+                progress,
+                CancellationToken::new(),
+            )
             .await?;
-        self.event(actor, Some(app), "deploy", Some(outcome.release), format!("deployed {image}")).await;
+        self.event(
+            actor,
+            Some(app),
+            "deploy",
+            Some(outcome.release),
+            format!("deployed {image}"),
+        )
+        .await;
         Ok(outcome)
     }
 
     /// Rolls back to `version`'s image and config as a new release, keeping today's
     /// formation.
-    pub async fn rollback(&self, actor: &User, app: &AppName, version: u32, progress: Progress) -> Result<DeployOutcome> {
+    pub async fn rollback(
+        &self,
+        actor: &User,
+        app: &AppName,
+        version: u32,
+        progress: Progress,
+    ) -> Result<DeployOutcome> {
         self.authorize(actor, app).await?;
         let outcome = self
-            .deploy(actor, app, DeploySource::Rollback { version }, None, progress, CancellationToken::new())
+            .deploy(
+                actor,
+                app,
+                DeploySource::Rollback { version },
+                None,
+                progress,
+                CancellationToken::new(),
+            )
             .await?;
-        self.event(actor, Some(app), "rollback", Some(outcome.release), format!("rolled back to v{version}")).await;
+        self.event(
+            actor,
+            Some(app),
+            "rollback",
+            Some(outcome.release),
+            format!("rolled back to v{version}"),
+        )
+        .await;
         Ok(outcome)
     }
 
@@ -277,7 +359,13 @@ impl Platform {
     /// Sets and unsets config vars in one change. With a running release this redeploys
     /// through the health-gated rollout as one new release; if that does not become
     /// healthy nothing changes and no release is recorded.
-    pub async fn set_config(&self, actor: &User, app: &AppName, changes: &ConfigChanges, progress: Progress) -> Result<ConfigVars> {
+    pub async fn set_config(
+        &self,
+        actor: &User,
+        app: &AppName,
+        changes: &ConfigChanges,
+        progress: Progress,
+    ) -> Result<ConfigVars> {
         let found = self.authorize(actor, app).await?;
         if changes.is_empty() {
             return Err(Error::invalid("config", "no config vars given"));
@@ -296,14 +384,30 @@ impl Platform {
                 }
             }
         }
-        let set: Vec<&str> = changes.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k.as_str()).collect();
-        let unset: Vec<&str> = changes.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.as_str()).collect();
+        let set: Vec<&str> = changes
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let unset: Vec<&str> = changes
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.as_str())
+            .collect();
         let mut description = Vec::new();
         if !set.is_empty() {
-            description.push(format!("Set {} config var{}", set.join(", "), plural(set.len())));
+            description.push(format!(
+                "Set {} config var{}",
+                set.join(", "),
+                plural(set.len())
+            ));
         }
         if !unset.is_empty() {
-            description.push(format!("Unset {} config var{}", unset.join(", "), plural(unset.len())));
+            description.push(format!(
+                "Unset {} config var{}",
+                unset.join(", "),
+                plural(unset.len())
+            ));
         }
         let description = description.join("; ");
         let release = if found.current_release.is_some() {
@@ -311,7 +415,10 @@ impl Platform {
                 .deploy(
                     actor,
                     app,
-                    DeploySource::Config { config: config.clone(), description: description.clone() },
+                    DeploySource::Config {
+                        config: config.clone(),
+                        description: description.clone(),
+                    },
                     None,
                     progress,
                     CancellationToken::new(),
@@ -322,7 +429,8 @@ impl Platform {
             self.store.set_app_config(app, &config).await?;
             None
         };
-        self.event(actor, Some(app), "config.changed", release, description).await;
+        self.event(actor, Some(app), "config.changed", release, description)
+            .await;
         Ok(config)
     }
 
@@ -340,29 +448,55 @@ impl Platform {
         Ok(spec
             .processes
             .into_iter()
-            .map(|p| ProcessFormation { process: p.name, quantity: p.quantity, size: p.size })
+            .map(|p| ProcessFormation {
+                process: p.name,
+                quantity: p.quantity,
+                size: p.size,
+            })
             .collect())
     }
 
     /// Scales process types (`web=3`, `worker=2:2X`); makes no release. Unknown process
     /// types are refused and nothing is applied.
-    pub async fn scale(&self, actor: &User, app: &AppName, requests: &[ScaleRequest], progress: Progress) -> Result<Vec<ProcessFormation>> {
+    pub async fn scale(
+        &self,
+        actor: &User,
+        app: &AppName,
+        requests: &[ScaleRequest],
+        progress: Progress,
+    ) -> Result<Vec<ProcessFormation>> {
         let found = self.authorize(actor, app).await?;
         if requests.is_empty() {
-            return Err(Error::invalid("scale", "no process types given (e.g. web=2)"));
+            return Err(Error::invalid(
+                "scale",
+                "no process types given (e.g. web=2)",
+            ));
         }
         let version = found.current_release.ok_or_else(|| {
-            Error::Conflict(format!("{app} has no release yet: deploy it before scaling"))
+            Error::Conflict(format!(
+                "{app} has no release yet: deploy it before scaling"
+            ))
         })?;
         let release = self.store.release(app, version).await?;
         let current = self.formation(actor, app).await?;
         let mut changed = Vec::new();
         for request in requests {
-            if request.process == RELEASE_PROCESS || !release.process_types.contains_key(&request.process) {
-                let known: Vec<&str> = release.process_types.keys().filter(|p| p.as_str() != RELEASE_PROCESS).map(String::as_str).collect();
+            if request.process == RELEASE_PROCESS
+                || !release.process_types.contains_key(&request.process)
+            {
+                let known: Vec<&str> = release
+                    .process_types
+                    .keys()
+                    .filter(|p| p.as_str() != RELEASE_PROCESS)
+                    .map(String::as_str)
+                    .collect();
                 return Err(Error::not_found(
                     "process type",
-                    format!("{} (v{version} of {app} has {})", request.process, known.join(", ")),
+                    format!(
+                        "{} (v{version} of {app} has {})",
+                        request.process,
+                        known.join(", ")
+                    ),
                 ));
             }
             let before = current.iter().find(|f| f.process == request.process);
@@ -380,8 +514,18 @@ impl Platform {
         let spec = deploy_spec(&release, &formation)?;
         self.scheduler.scale(&spec, &progress).await?;
         self.store.set_formation(app, &changed).await?;
-        let summary: Vec<String> = changed.iter().map(|f| format!("{}={}:{}", f.process, f.quantity, f.size)).collect();
-        self.event(actor, Some(app), "scale", None, format!("scaled {}", summary.join(" "))).await;
+        let summary: Vec<String> = changed
+            .iter()
+            .map(|f| format!("{}={}:{}", f.process, f.quantity, f.size))
+            .collect();
+        self.event(
+            actor,
+            Some(app),
+            "scale",
+            None,
+            format!("scaled {}", summary.join(" ")),
+        )
+        .await;
         self.formation(actor, app).await
     }
 
@@ -392,7 +536,13 @@ impl Platform {
     }
 
     /// Restarts all processes, one type (`web`) or one instance (`web.2`).
-    pub async fn restart(&self, actor: &User, app: &AppName, target: Option<&str>, progress: Progress) -> Result<()> {
+    pub async fn restart(
+        &self,
+        actor: &User,
+        app: &AppName,
+        target: Option<&str>,
+        progress: Progress,
+    ) -> Result<()> {
         let found = self.authorize(actor, app).await?;
         let version = found
             .current_release
@@ -406,12 +556,26 @@ impl Platform {
         self.scheduler
             .restart(&deploy_spec(&release, &formation)?, &target, &progress)
             .await?;
-        self.event(actor, Some(app), "restart", None, format!("restarted {}", target_name(&target))).await;
+        self.event(
+            actor,
+            Some(app),
+            "restart",
+            None,
+            format!("restarted {}", target_name(&target)),
+        )
+        .await;
         Ok(())
     }
 
     /// Runs a one-off process in the current release's image and config.
-    pub async fn run(&self, actor: &User, app: &AppName, command: &str, tty: bool, io: Option<RunIo>) -> Result<RunOutcome> {
+    pub async fn run(
+        &self,
+        actor: &User,
+        app: &AppName,
+        command: &str,
+        tty: bool,
+        io: Option<RunIo>,
+    ) -> Result<RunOutcome> {
         let found = self.authorize(actor, app).await?;
         if command.trim().is_empty() {
             return Err(Error::invalid("command", "no command given"));
@@ -430,12 +594,24 @@ impl Platform {
             size: size_of(&formation, "run"),
             tty,
         };
-        self.event(actor, Some(app), "run", Some(version), format!("ran {command}")).await;
+        self.event(
+            actor,
+            Some(app),
+            "run",
+            Some(version),
+            format!("ran {command}"),
+        )
+        .await;
         self.scheduler.run(&spec, io).await
     }
 
     /// Streams the app's logs.
-    pub async fn logs(&self, actor: &User, app: &AppName, options: &LogOptions) -> Result<mpsc::Receiver<LogLine>> {
+    pub async fn logs(
+        &self,
+        actor: &User,
+        app: &AppName,
+        options: &LogOptions,
+    ) -> Result<mpsc::Receiver<LogLine>> {
         self.authorize(actor, app).await?;
         self.scheduler.logs(app, options).await
     }
@@ -454,7 +630,14 @@ impl Platform {
         let hostname = normalize_hostname(hostname)?;
         let domain = self.store.add_domain(app, &hostname).await?;
         self.sync_domains(app).await?;
-        self.event(actor, Some(app), "domain.added", None, format!("added domain {hostname}")).await;
+        self.event(
+            actor,
+            Some(app),
+            "domain.added",
+            None,
+            format!("added domain {hostname}"),
+        )
+        .await;
         Ok(domain)
     }
 
@@ -464,12 +647,25 @@ impl Platform {
         let hostname = normalize_hostname(hostname)?;
         self.store.remove_domain(app, &hostname).await?;
         self.sync_domains(app).await?;
-        self.event(actor, Some(app), "domain.removed", None, format!("removed domain {hostname}")).await;
+        self.event(
+            actor,
+            Some(app),
+            "domain.removed",
+            None,
+            format!("removed domain {hostname}"),
+        )
+        .await;
         Ok(())
     }
 
     async fn sync_domains(&self, app: &AppName) -> Result<()> {
-        let hostnames: Vec<String> = self.store.domains(Some(app)).await?.into_iter().map(|d| d.hostname).collect();
+        let hostnames: Vec<String> = self
+            .store
+            .domains(Some(app))
+            .await?
+            .into_iter()
+            .map(|d| d.hostname)
+            .collect();
         self.scheduler.set_domains(app, &hostnames).await
     }
 
@@ -498,7 +694,14 @@ impl Platform {
         self.authorize(actor, app).await?;
         self.store.user(user).await?;
         self.store.add_collaborator(app, user).await?;
-        self.event(actor, Some(app), "access.added", None, format!("gave {user} access")).await;
+        self.event(
+            actor,
+            Some(app),
+            "access.added",
+            None,
+            format!("gave {user} access"),
+        )
+        .await;
         Ok(())
     }
 
@@ -506,12 +709,24 @@ impl Platform {
     pub async fn remove_collaborator(&self, actor: &User, app: &AppName, user: &str) -> Result<()> {
         self.authorize(actor, app).await?;
         self.store.remove_collaborator(app, user).await?;
-        self.event(actor, Some(app), "access.removed", None, format!("removed {user}'s access")).await;
+        self.event(
+            actor,
+            Some(app),
+            "access.removed",
+            None,
+            format!("removed {user}'s access"),
+        )
+        .await;
         Ok(())
     }
 
     /// Events of one app (collaborators) or of all apps (admins).
-    pub async fn events(&self, actor: &User, app: Option<&AppName>, limit: u32) -> Result<Vec<Event>> {
+    pub async fn events(
+        &self,
+        actor: &User,
+        app: Option<&AppName>,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
         match app {
             Some(app) => {
                 self.authorize(actor, app).await?;
@@ -538,14 +753,18 @@ fn new_token_secret() -> String {
 /// `_`.
 pub fn validate_config_key(key: &str) -> Result<()> {
     let mut chars = key.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if valid {
         Ok(())
     } else {
         Err(Error::invalid(
             "config key",
-            format!("{key:?} is not a valid name: use letters, digits and _ and start with a letter or _"),
+            format!(
+                "{key:?} is not a valid name: use letters, digits and _ and start with a letter or _"
+            ),
         ))
     }
 }
@@ -557,7 +776,12 @@ fn plural(n: usize) -> &'static str {
 fn parse_restart_target(text: &str, release: &Release) -> Result<RestartTarget> {
     let (process, instance) = match text.split_once('.') {
         Some((process, n)) => {
-            let n: u32 = n.parse().map_err(|_| Error::invalid("process", format!("{text:?} is not a process (web) or an instance (web.1)")))?;
+            let n: u32 = n.parse().map_err(|_| {
+                Error::invalid(
+                    "process",
+                    format!("{text:?} is not a process (web) or an instance (web.1)"),
+                )
+            })?;
             (process, Some(n))
         }
         None => (text, None),

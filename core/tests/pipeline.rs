@@ -13,9 +13,14 @@ use empire_core::pipeline::{
 };
 use empire_core::progress::{Progress, ProgressSink};
 use empire_core::release::ReleaseStatus;
-use empire_core::scheduler::{DeploySpec, ProcessInstance, Scheduler};
+use empire_core::scheduler::{
+    DeploySpec, LogLine, LogOptions, OneOffSpec, ProcessInstance, RestartTarget, RunIo, RunOutcome,
+    Scheduler,
+};
 use empire_core::store::{SqliteStore, Store};
 use empire_core::{Error, Result};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Builds instantly, or fails / waits when the commit asks for it.
@@ -41,12 +46,14 @@ impl ImageBuilder for StandInBuilder {
     }
 }
 
-/// Records what it was asked to run; refuses releases whose image names `unhealthy`.
+/// Records what it was asked to run; fails the next rollout when told to; one-off
+/// processes print their command and exit with the code `exit N` names.
 #[derive(Default)]
 struct RecordingScheduler {
     deployed: Mutex<Vec<DeploySpec>>,
     removed: Mutex<Vec<(String, u32)>>,
     restored: Mutex<Vec<DeploySpec>>,
+    ran: Mutex<Vec<OneOffSpec>>,
     fail_next: Mutex<bool>,
 }
 
@@ -76,6 +83,39 @@ impl Scheduler for RecordingScheduler {
     }
     async fn processes(&self, _app: &AppName) -> Result<Vec<ProcessInstance>> {
         Ok(Vec::new())
+    }
+    async fn scale(&self, spec: &DeploySpec, _progress: &Progress) -> Result<()> {
+        self.deployed.lock().unwrap().push(spec.clone());
+        Ok(())
+    }
+    async fn restart(
+        &self,
+        _spec: &DeploySpec,
+        _target: &RestartTarget,
+        _progress: &Progress,
+    ) -> Result<()> {
+        Ok(())
+    }
+    async fn run(&self, spec: &OneOffSpec, io: Option<RunIo>) -> Result<RunOutcome> {
+        self.ran.lock().unwrap().push(spec.clone());
+        let code = spec
+            .command
+            .rsplit_once("exit ")
+            .and_then(|(_, n)| n.trim().parse().ok())
+            .unwrap_or(0);
+        if let Some(mut io) = io {
+            io.output
+                .write_all(format!("ran: {}\n", spec.command).as_bytes())
+                .await
+                .unwrap();
+        }
+        Ok(RunOutcome::Exited(code))
+    }
+    async fn logs(&self, _app: &AppName, _options: &LogOptions) -> Result<mpsc::Receiver<LogLine>> {
+        Ok(mpsc::channel(1).1)
+    }
+    async fn set_domains(&self, _app: &AppName, _hostnames: &[String]) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -409,4 +449,143 @@ async fn a_deploy_naming_a_turn_it_does_not_hold_is_refused() {
         .deploy(request, Progress::null(), CancellationToken::new())
         .await;
     assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+}
+
+fn deploy_of(f: &Fixture, source: DeploySource) -> DeployRequest {
+    DeployRequest {
+        app: f.app.clone(),
+        user: "alice".into(),
+        source,
+        no_cache: false,
+        message: None,
+        turn: None,
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_releases_the_old_image_and_config_as_a_new_release() {
+    let f = fixture(None).await;
+    let mut config = empire_core::release::ConfigVars::new();
+    config.insert("COLOR".into(), "blue".into());
+    f.store.set_app_config(&f.app, &config).await.unwrap();
+    deploy(&f, "first").await.0.unwrap();
+    config.insert("COLOR".into(), "green".into());
+    let request = deploy_of(
+        &f,
+        DeploySource::Config {
+            config,
+            description: "Set COLOR config var".into(),
+        },
+    );
+    f.pipeline
+        .deploy(request, Progress::null(), CancellationToken::new())
+        .await
+        .unwrap();
+    deploy(&f, "second").await.0.unwrap();
+
+    let request = deploy_of(&f, DeploySource::Rollback { version: 1 });
+    let outcome = f
+        .pipeline
+        .deploy(request, Progress::null(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.release, 4);
+    let v4 = f.store.release(&f.app, 4).await.unwrap();
+    let v1 = f.store.release(&f.app, 1).await.unwrap();
+    assert_eq!(v4.image, v1.image);
+    assert_eq!(v4.config.get("COLOR").map(String::as_str), Some("blue"));
+    assert_eq!(v4.description, "Rollback to v1");
+    assert_eq!(
+        f.store
+            .app_config(&f.app)
+            .await
+            .unwrap()
+            .get("COLOR")
+            .map(String::as_str),
+        Some("blue")
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_to_a_failed_release_is_refused() {
+    let f = fixture(None).await;
+    deploy(&f, "good").await.0.unwrap();
+    deploy(&f, "failing").await.0.unwrap_err();
+    let request = deploy_of(&f, DeploySource::Rollback { version: 2 });
+    let err = f
+        .pipeline
+        .deploy(request, Progress::null(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("v2"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unhealthy_config_change_records_no_release_and_changes_nothing() {
+    let f = fixture(None).await;
+    deploy(&f, "good").await.0.unwrap();
+    *f.scheduler.fail_next.lock().unwrap() = true;
+    let mut config = f.store.app_config(&f.app).await.unwrap();
+    config.insert("BROKEN".into(), "1".into());
+    let request = deploy_of(
+        &f,
+        DeploySource::Config {
+            config,
+            description: "Set BROKEN config var".into(),
+        },
+    );
+    f.pipeline
+        .deploy(request, Progress::null(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    let versions: Vec<u32> = f
+        .store
+        .releases(&f.app)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(versions, [1]);
+    assert!(
+        !f.store
+            .app_config(&f.app)
+            .await
+            .unwrap()
+            .contains_key("BROKEN")
+    );
+    assert_eq!(f.store.app(&f.app).await.unwrap().current_release, Some(1));
+}
+
+#[tokio::test]
+async fn the_release_phase_runs_before_the_rollout_and_its_failure_fails_the_deploy() {
+    let f = fixture(Some("web: serve\nrelease: migrate\n")).await;
+    let (result, lines) = deploy(&f, "good").await;
+    result.unwrap();
+    assert!(
+        lines.text().contains("Running release command: migrate"),
+        "{}",
+        lines.text()
+    );
+    assert!(lines.text().contains("ran: migrate"), "{}", lines.text());
+    let spec = f.scheduler.deployed.lock().unwrap()[0].clone();
+    assert!(
+        spec.processes.iter().all(|p| p.name != "release"),
+        "{spec:?}"
+    );
+
+    let f = fixture(Some("web: serve\nrelease: migrate; exit 4\n")).await;
+    let (result, lines) = deploy(&f, "good").await;
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("exited with code 4"), "{err}");
+    assert!(
+        f.scheduler.deployed.lock().unwrap().is_empty(),
+        "{}",
+        lines.text()
+    );
+    assert_eq!(
+        f.store.release(&f.app, 1).await.unwrap().status,
+        ReleaseStatus::Failed
+    );
 }

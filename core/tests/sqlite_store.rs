@@ -1,14 +1,33 @@
 //! The SQLite store on a real file, shared by several handles as the gateway daemon and
-//! the `empire` CLI share it.
+//! the `empire` CLI share it, and the store behaviour suite run on it.
+
+mod store_suite;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use empire_core::Error;
 use empire_core::app::AppName;
 use empire_core::release::{NewRelease, ReleaseStatus};
 use empire_core::store::{SqliteStore, Store};
+
+/// Runs a behaviour of the suite on a fresh database file.
+async fn with_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("empire.db"))
+        .await
+        .unwrap();
+    test(Arc::new(store)).await;
+}
+
+store_suite::store_suite!(crate::with_sqlite);
 
 fn app(name: &str) -> AppName {
     AppName::new(name).unwrap()

@@ -35,6 +35,15 @@ pub enum DeployerError {
     /// An operation on several containers left some undone; the message lists them.
     #[error("{0}")]
     Incomplete(String),
+    /// Copying the streams of an attached one-off process failed (the client went away).
+    #[error("{context}: {source}")]
+    Stream {
+        /// What was being copied (`writing the output of run.1234`).
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The scheduler options are not usable.
     #[error("invalid deployer option {field}: {message}")]
     InvalidOption {
@@ -66,6 +75,7 @@ impl From<DeployerError> for empire_core::Error {
             }
             DeployerError::Connect(_)
             | DeployerError::Docker { .. }
+            | DeployerError::Stream { .. }
             | DeployerError::Incomplete(_) => empire_core::Error::backend("docker", err),
         }
     }

@@ -1,7 +1,9 @@
 //! Empire deployer: runs releases. The `docker` backend ([`DockerScheduler`]) starts one
 //! container per process instance on the local Docker engine and routes web traffic to
 //! them through the built-in HTTP [`Router`], health-gated: a release takes traffic only
-//! once all its processes are up, and a bad release never does.
+//! once all its processes are up, and a bad release never does. Scaling and restarts
+//! follow the same health gate; one-off processes (`run`) run attached or detached, and
+//! `logs` merges the output of an app's containers.
 
 mod docker;
 mod error;

@@ -1,11 +1,13 @@
-//! Admin commands that work on the local store: `empire keys …`, `empire users …`.
+//! Admin commands that work on the local store: `empire keys …`, `empire users …`,
+//! `empire tokens …`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use empire_core::Error;
+use empire_core::service::token_digest;
 use empire_core::store::{SqliteStore, Store};
 
 use crate::config::{GlobalArgs, data_dir};
@@ -42,6 +44,19 @@ pub enum UsersCommand {
     },
     /// List users.
     List,
+}
+
+/// `empire tokens …`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an API token for a user and print it (it is shown only once).
+    Create {
+        /// The user the token authenticates.
+        user: String,
+        /// What the token is for.
+        #[arg(long, default_value = "created by empire tokens create")]
+        description: String,
+    },
 }
 
 /// Opens the store of the data dir that `global` names.
@@ -119,6 +134,37 @@ pub async fn users(global: &GlobalArgs, command: UsersCommand) -> Result<()> {
             for user in store.users().await? {
                 println!("{}{}", user.name, if user.admin { "  admin" } else { "" });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `empire tokens …`.
+pub async fn tokens(global: &GlobalArgs, command: TokensCommand) -> Result<()> {
+    let store = open_store(global).await?;
+    match command {
+        TokensCommand::Create { user, description } => {
+            match store.user(&user).await {
+                Ok(_) => {}
+                Err(Error::NotFound { .. }) => {
+                    bail!("there is no user {user}: add it with `empire users add {user}`")
+                }
+                Err(err) => return Err(err.into()),
+            }
+            // Same form as the tokens the API creates: `emp_` and 64 random hex digits.
+            let secret = format!(
+                "emp_{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            store
+                .create_token(&user, &token_digest(&secret), &description)
+                .await?;
+            println!("{secret}");
+            eprintln!(
+                "Created an API token for {user}; it is shown only this once. Use it as the \
+                 password of HTTP Basic auth (a .netrc entry) or as `Authorization: Bearer <token>`."
+            );
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! `empire`: the gateway daemon, its admin commands and git's pre-receive hook.
 
 mod admin;
+mod api;
 mod config;
 mod http;
 mod server;
@@ -30,6 +31,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(admin::UsersCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Tokens(admin::TokensCommand),
     /// Git hooks (run by git inside the gateway, not by people).
     #[command(subcommand, hide = true)]
     Hook(HookCommand),
@@ -59,6 +63,7 @@ fn main() -> Result<()> {
             Command::Server(args) => server::run(&cli.global, *args).await,
             Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
             Command::Users(cmd) => admin::users(&cli.global, cmd).await,
+            Command::Tokens(cmd) => admin::tokens(&cli.global, cmd).await,
             Command::Hook(_) => unreachable!("handled before the runtime starts"),
         }
     })

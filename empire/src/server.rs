@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use async_trait::async_trait;
 use empire_builder::DockerBuilder;
+use empire_core::app::AppName;
 use empire_core::pipeline::{DeployPipeline, Pipeline, PipelineConfig};
+use empire_core::scheduler::Scheduler;
+use empire_core::service::{AppData, Platform};
 use empire_deployer::{DockerScheduler, DockerSchedulerOptions, Router};
 use empire_gitd::{GitServer, GitServerConfig, HookServer};
 use tokio::net::TcpListener;
@@ -15,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::open_store;
+use crate::api::{ApiConfig, ApiState};
 use crate::config::{GlobalArgs, SchedulerKind, ServerArgs, ServerSettings};
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains running deploys.
@@ -29,7 +34,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         .with_context(|| format!("loading the SSH host key {}", settings.host_key.display()))?;
 
     let router = Router::new(settings.apps_domain.clone());
-    let scheduler = match settings.scheduler {
+    let scheduler: Arc<dyn Scheduler> = match settings.scheduler {
         SchedulerKind::Docker => DockerScheduler::connect(
             router.clone(),
             DockerSchedulerOptions {
@@ -41,6 +46,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
             },
         )
         .await
+        .map(Arc::new)
         .context("connecting to the Docker engine (is dockerd running? DOCKER_HOST?)")?,
     };
     let builder = DockerBuilder::connect()
@@ -49,7 +55,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     let pipeline = Arc::new(DeployPipeline::new(
         store.clone(),
         Arc::new(builder),
-        Arc::new(scheduler),
+        scheduler.clone(),
         PipelineConfig {
             gateway_id: gateway_id.clone(),
             lock_timeout: settings.lock_timeout,
@@ -61,6 +67,18 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         .recover()
         .await
         .context("restoring the apps that were running")?;
+    let platform = Arc::new(Platform::new(
+        store.clone(),
+        scheduler.clone(),
+        pipeline.clone(),
+        Arc::new(AppFiles {
+            repos_dir: settings.data_dir.join("repos"),
+        }),
+    ));
+    platform
+        .restore_domains()
+        .await
+        .context("restoring the apps' custom domains")?;
 
     let shutdown = CancellationToken::new();
     let ssh_listener = bind(settings.ssh_listen, "SSH").await?;
@@ -87,12 +105,22 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         host_key,
         store.clone(),
         pipeline.clone(),
-    );
+    )
+    .with_platform(platform.clone());
     let sessions = git.sessions();
     let host_fingerprint = git.host_key_fingerprint();
     let git_task = tokio::spawn(git.run(ssh_listener, shutdown.clone()));
     let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
-    let http_task = tokio::spawn(crate::http::serve(http_listener, shutdown.clone()));
+    let api = ApiState::new(
+        platform,
+        ApiConfig {
+            app_url_template: Some(app_url_template(&settings)),
+            ssh_port: settings.ssh_listen.port(),
+        },
+        shutdown.clone(),
+    );
+    let api_tasks = api.tasks().clone();
+    let http_task = tokio::spawn(crate::http::serve(http_listener, api, shutdown.clone()));
 
     print_banner(&settings, &host_fingerprint);
 
@@ -102,7 +130,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
     }
-    let running = hooks.active();
+    let running = hooks.active() + api_tasks.len();
     eprintln!(
         "Shutting down: no new pushes; waiting up to {}s for {running} running deploy(s)",
         settings.drain_timeout.as_secs()
@@ -110,6 +138,9 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     shutdown.cancel();
     let drained = tokio::time::timeout(settings.drain_timeout, async {
         hooks.drain(settings.drain_timeout).await;
+        // Deploys, config changes, scaling, restarts and rollbacks started by the API.
+        api_tasks.close();
+        api_tasks.wait().await;
         // Let git report each finished push to its client before the sessions close.
         sessions.close();
         sessions.wait().await;
@@ -127,6 +158,26 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     router_task.abort();
     let _ = std::fs::remove_file(&hook_socket);
     Ok(())
+}
+
+/// What an app keeps outside the store and the scheduler: its git repository.
+struct AppFiles {
+    repos_dir: std::path::PathBuf,
+}
+
+#[async_trait]
+impl AppData for AppFiles {
+    async fn remove(&self, app: &AppName) -> empire_core::Result<()> {
+        let repo = self.repos_dir.join(format!("{app}.git"));
+        match tokio::fs::remove_dir_all(&repo).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(empire_core::Error::backend(
+                "filesystem",
+                format!("removing {}: {err}", repo.display()),
+            )),
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

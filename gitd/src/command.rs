@@ -71,7 +71,7 @@ pub struct GitCommand {
 pub enum CommandError {
     /// No command at all (an interactive login or `ssh host ''`).
     #[error(
-        "no command given: there is no shell here, this server only runs git push and fetch (git-receive-pack and git-upload-pack)"
+        "no command given: there is no shell here; run git push or fetch, or one of the commands \"help\" lists"
     )]
     Empty,
     /// The command is not UTF-8.

@@ -16,13 +16,20 @@
 //!    relays the hook's output to the pusher as `remote:` lines, and a non-zero exit
 //!    rejects the push so the ref does not move.
 //!
+//! Other commands (`ssh git@HOST apps`, `config:set`, `scale`, `run`, `logs`, …) are the
+//! operation commands of [`admin`], parsed by the shell-like splitter of [`words`] and run
+//! through [`empire_core::service::Platform`].
+//!
 //! gitd never builds or deploys anything itself.
 
+pub mod admin;
 pub mod command;
 pub mod hook;
 pub mod repo;
 pub mod server;
+pub mod words;
 
+pub use admin::{AdminCommand, ParseError, parse_command};
 pub use command::{CommandError, GitCommand, GitService, parse_exec};
 pub use hook::{HookRequest, HookResponse, HookServer, RefUpdate, run_pre_receive_hook};
 pub use repo::{ensure_repo, repo_path};
@@ -30,6 +37,7 @@ pub use server::{
     GitServer, GitServerConfig, fingerprint, host_key_fingerprint, load_or_generate_host_key,
     parse_public_key,
 };
+pub use words::{Word, WordsError, split_words};
 
 /// Everything that can go wrong in gitd outside a single channel, in words an operator
 /// can act on.

@@ -14,6 +14,11 @@
 //! * when the client goes away first (channel closed or connection lost): the child's
 //!   whole process group is killed, which kills the pre-receive hook too; the hook's
 //!   socket closes and the daemon cancels the deploy.
+//!
+//! Any other command is one of the operation commands of [`crate::admin`] (`apps`,
+//! `config:set`, `run`, …), run through the [`Platform`] given with
+//! [`GitServer::with_platform`]. A PTY request is accepted and recorded, but only `run`
+//! uses it (window changes become resizes).
 
 use std::collections::HashMap;
 use std::fs;
@@ -29,6 +34,7 @@ use bytes::Bytes;
 use empire_core::Error as CoreError;
 use empire_core::pipeline::{DeployTurn, Pipeline};
 use empire_core::progress::{Progress, ProgressSink};
+use empire_core::service::Platform;
 use empire_core::store::Store;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
@@ -42,12 +48,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::GitdError;
+use crate::admin::{self, Console, Invocation, TerminalSize};
 use crate::command::{CommandError, GitCommand, GitService, parse_exec};
 use crate::hook::{ENV_APP, ENV_SOCKET, ENV_TURN, ENV_USER};
 use crate::repo::{GIT_LOCATION_VARS, ensure_repo, repo_path};
 
 /// How many chunks of client data may wait for the child's stdin.
 const STDIN_QUEUE: usize = 32;
+/// How many window changes may wait for a running command.
+const RESIZE_QUEUE: usize = 8;
 /// Session channels one connection may have open at once.
 const MAX_CHANNELS: usize = 4;
 /// How long a client may take to send its SSH identification.
@@ -75,7 +84,7 @@ pub struct GitServerConfig {
 
 /// The SSH git server.
 pub struct GitServer {
-    shared: Arc<Shared>,
+    shared: Shared,
     host_key: PrivateKey,
     sessions: TaskTracker,
 }
@@ -84,6 +93,7 @@ struct Shared {
     config: GitServerConfig,
     store: Arc<dyn Store>,
     pipeline: Arc<dyn Pipeline>,
+    platform: Option<Arc<Platform>>,
 }
 
 impl GitServer {
@@ -96,14 +106,22 @@ impl GitServer {
         pipeline: Arc<dyn Pipeline>,
     ) -> Self {
         GitServer {
-            shared: Arc::new(Shared {
+            shared: Shared {
                 config,
                 store,
                 pipeline,
-            }),
+                platform: None,
+            },
             host_key,
             sessions: TaskTracker::new(),
         }
+    }
+
+    /// Enables the operation commands (`ssh git@HOST apps`, `config:set`, `run`, …; see
+    /// [`crate::admin`]) over this service layer. Without it the server runs git only.
+    pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {
+        self.shared.platform = Some(platform);
+        self
     }
 
     /// The tracker of running SSH sessions, to wait for them after [`GitServer::run`]
@@ -128,6 +146,7 @@ impl GitServer {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, host_key = %self.host_key_fingerprint(), "git server listening");
         }
+        let shared = Arc::new(self.shared);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -135,7 +154,7 @@ impl GitServer {
                     Ok((socket, peer)) => {
                         let _ = socket.set_nodelay(true);
                         let config = ssh.clone();
-                        let shared = self.shared.clone();
+                        let shared = shared.clone();
                         self.sessions.spawn(serve_connection(config, shared, socket, peer));
                     }
                     Err(e) => {
@@ -235,6 +254,10 @@ struct ChannelState {
     git_protocol: Option<String>,
     /// Feeds the child's stdin; dropped on the client's EOF.
     stdin: Option<mpsc::Sender<Bytes>>,
+    /// The PTY the client asked for (`ssh -t`), with its current size.
+    terminal: Option<TerminalSize>,
+    /// Passes the PTY's window changes to a running command.
+    resize: Option<mpsc::Sender<(u16, u16)>>,
     /// Cancelled when the channel or the connection goes away.
     cancel: CancellationToken,
 }
@@ -273,10 +296,17 @@ impl Connection {
         let Some(writer) = state.writer.take() else {
             return;
         };
+        // A client with a PTY (`ssh host` without a command asks for one) has its terminal
+        // in raw mode.
+        let newline = if state.terminal.is_some() {
+            "\r\n"
+        } else {
+            "\n"
+        };
         tokio::spawn(async move {
             let writer = writer;
             let _ = writer
-                .extended_data_bytes(STDERR, Bytes::from(format!("{message}\n")))
+                .extended_data_bytes(STDERR, Bytes::from(format!("{message}{newline}")))
                 .await;
             finish(&writer, 1).await;
         });
@@ -335,6 +365,8 @@ impl russh::server::Handler for Connection {
                 writer: Some(write),
                 git_protocol: None,
                 stdin: None,
+                terminal: None,
+                resize: None,
                 cancel: CancellationToken::new(),
             },
         );
@@ -363,14 +395,43 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        // Recorded for `run`; nothing else runs on a terminal.
+        match self.channels.get_mut(&channel) {
+            Some(state) if state.writer.is_some() => {
+                state.terminal = Some(terminal_size(col_width, row_height));
+                session.channel_success(channel)?;
+            }
+            _ => session.channel_failure(channel)?,
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(state) = self.channels.get_mut(&channel)
+            && state.terminal.is_some()
+        {
+            let size = terminal_size(col_width, row_height);
+            state.terminal = Some(size);
+            if let Some(resize) = &state.resize {
+                // A full queue means the command does not keep up: a later change wins.
+                let _ = resize.try_send((size.cols, size.rows));
+            }
+        }
         Ok(())
     }
 
@@ -431,6 +492,13 @@ impl russh::server::Handler for Connection {
 
         let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
         state.stdin = Some(stdin_tx);
+        let resize = state.terminal.map(|size| {
+            let (tx, rx) = mpsc::channel(RESIZE_QUEUE);
+            // The size the terminal has now comes first.
+            let _ = tx.try_send((size.cols, size.rows));
+            state.resize = Some(tx);
+            rx
+        });
         let exec = Exec {
             shared: self.shared.clone(),
             peer: self.peer,
@@ -439,6 +507,8 @@ impl russh::server::Handler for Connection {
             git_protocol: state.git_protocol.clone(),
             writer: Arc::new(writer),
             stdin: stdin_rx,
+            terminal: state.terminal,
+            resize,
             cancel: state.cancel.clone(),
         };
         tokio::spawn(exec.run());
@@ -491,6 +561,29 @@ impl russh::server::Handler for Connection {
     }
 }
 
+/// Whether a command line asks for git (`git-receive-pack …`, `git upload-pack …`) rather
+/// than one of the operation commands. An empty line goes the git way too, which explains
+/// what this server runs.
+fn is_git_line(line: &str) -> bool {
+    matches!(
+        line.split_whitespace().next(),
+        None | Some("git" | "git-receive-pack" | "git-upload-pack")
+    )
+}
+
+/// A PTY size from a request, clamped to what a terminal can be.
+fn terminal_size(cols: u32, rows: u32) -> TerminalSize {
+    let clamp = |n: u32, default: u16| match u16::try_from(n) {
+        Ok(0) => default,
+        Ok(n) => n,
+        Err(_) => u16::MAX,
+    };
+    TerminalSize {
+        cols: clamp(cols, 80),
+        rows: clamp(rows, 24),
+    }
+}
+
 /// `GIT_PROTOCOL` values look like `version=2` (possibly several, `:`-separated).
 fn valid_git_protocol(value: &str) -> bool {
     !value.is_empty()
@@ -509,11 +602,50 @@ struct Exec {
     git_protocol: Option<String>,
     writer: Arc<ChannelWriteHalf<Msg>>,
     stdin: mpsc::Receiver<Bytes>,
+    terminal: Option<TerminalSize>,
+    resize: Option<mpsc::Receiver<(u16, u16)>>,
     cancel: CancellationToken,
 }
 
 impl Exec {
-    async fn run(mut self) {
+    async fn run(self) {
+        match std::str::from_utf8(&self.line) {
+            Ok(line) if !is_git_line(line) => {
+                let line = line.to_string();
+                self.run_admin(line).await
+            }
+            _ => self.run_git_command().await,
+        }
+    }
+
+    /// Runs one of the operation commands.
+    async fn run_admin(self, line: String) {
+        let writer = self.writer.clone();
+        tracing::info!(
+            peer = %self.peer,
+            user = %self.user,
+            // Not the whole line: it may hold config values.
+            command = line.split_whitespace().next().unwrap_or(""),
+            "running command"
+        );
+        let console = Console::new(writer.clone(), self.terminal.is_some(), self.cancel.clone());
+        let code = admin::run(Invocation {
+            platform: self.shared.platform.clone(),
+            user: self.user,
+            line,
+            console,
+            writer: writer.clone(),
+            stdin: self.stdin,
+            terminal: self.terminal,
+            resize: self.resize,
+            cancel: self.cancel,
+        })
+        .await;
+        finish(&writer, code).await;
+    }
+
+    /// Runs a git transport command.
+    async fn run_git_command(mut self) {
         let writer = self.writer.clone();
         let code = match self.prepare().await {
             Ok((command, repo)) => {

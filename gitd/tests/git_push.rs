@@ -588,10 +588,7 @@ async fn ssh(gw: &Gateway, command: &[&str]) -> Output {
 async fn forbidden_commands_get_a_one_line_refusal() {
     let gw = Gateway::start(Behavior::Succeed(vec![])).await;
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["ls"],
-            "unknown command \"ls\": only git-receive-pack and git-upload-pack are allowed\n",
-        ),
+        (&["ls"], "unknown command \"ls\": try \"help\"\n"),
         (
             &["git-receive-pack '../etc.git'"],
             "invalid repository path \"../etc.git\": \"..\" is not allowed: expected '<app>.git'\n",
@@ -605,9 +602,14 @@ async fn forbidden_commands_get_a_one_line_refusal() {
             "invalid app name \"My_App\": app names are 1-30 lowercase letters, digits or dashes, start with a letter and do not end with a dash\n",
         ),
         (&["git-upload-pack 'nope.git'"], "app nope does not exist\n"),
+        // This gateway has no service layer: the operation commands are off.
+        (
+            &["apps"],
+            " !     this server runs git push and fetch only: its SSH commands are not enabled\n",
+        ),
         (
             &[],
-            "no command given: there is no shell here, this server only runs git push and fetch (git-receive-pack and git-upload-pack)\n",
+            "no command given: there is no shell here; run git push or fetch, or one of the commands \"help\" lists\n",
         ),
     ];
     for (command, expected) in cases {

@@ -1,6 +1,10 @@
-//! The store: the only source of truth. [`SqliteStore`] is the embedded default.
+//! The store: the only source of truth. [`SqliteStore`] is the embedded default;
+//! [`PostgresStore`] lets several gateways share one database.
 
+mod errors;
+mod postgres;
 mod sqlite;
+mod validate;
 
 use std::time::Duration;
 
@@ -8,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::app::{App, AppName};

@@ -21,15 +21,27 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use super::{LeaseHolder, ReleaseBuild, Store};
+use super::errors::{
+    bad_transition, collaborator_not_found, domain_not_found, domain_taken, image_fixed,
+    lease_lost, release_not_found, release_succeeded, token_not_found, token_taken, unknown_token,
+};
+use super::{LeaseHolder, ReleaseBuild, Store, validate};
 use crate::app::{App, AppName};
+use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::release::{NewRelease, ProcessTypes, Release, ReleaseStatus};
-use crate::user::{SshKey, User};
+use crate::event::{Event, NewEvent};
+use crate::formation::{ProcessFormation, ProcessSize};
+use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatus};
+use crate::user::{ApiToken, SshKey, User};
 
 /// The schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/sqlite/0001_init.sql")),
+    (
+        "0002_operate",
+        include_str!("migrations/sqlite/0002_operate.sql"),
+    ),
+];
 
 /// How long a connection waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -261,25 +273,48 @@ fn release_row(row: &Row<'_>) -> rusqlite::Result<Release> {
 }
 
 fn user_id(conn: &Connection, name: &str) -> Result<i64> {
-    conn.query_row("SELECT id FROM users WHERE name = ?1", [name], |row| {
-        row.get(0)
-    })
-    .optional()?
-    .ok_or_else(|| Error::not_found("user", name))
+    conn.prepare_cached("SELECT id FROM users WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| Error::not_found("user", name))
 }
 
 fn app_id(conn: &Connection, app: &AppName) -> Result<i64> {
-    conn.query_row(
-        "SELECT id FROM apps WHERE name = ?1",
-        [app.as_str()],
-        |row| row.get(0),
-    )
-    .optional()?
-    .ok_or_else(|| Error::not_found("app", app.as_str()))
+    conn.prepare_cached("SELECT id FROM apps WHERE name = ?1")?
+        .query_row([app.as_str()], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| Error::not_found("app", app.as_str()))
 }
 
-fn release_not_found(app: &AppName, version: u32) -> Error {
-    Error::not_found("release", format!("{app} v{version}"))
+const DOMAIN_SELECT: &str =
+    "SELECT d.hostname, a.name, d.created_at FROM domains d JOIN apps a ON a.id = d.app_id";
+
+fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
+    let app: String = row.get(1)?;
+    Ok(Domain {
+        hostname: row.get(0)?,
+        app: AppName::new(&app).map_err(|e| conversion(1, Type::Text, e))?,
+        created_at: time_at(row, 2)?,
+    })
+}
+
+const EVENT_SELECT: &str = "SELECT id, app_name, user_name, action, release_version, message, \
+     created_at FROM events";
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let app: Option<String> = row.get(1)?;
+    Ok(Event {
+        id: row.get(0)?,
+        app: app
+            .map(|name| AppName::new(&name))
+            .transpose()
+            .map_err(|e| conversion(1, Type::Text, e))?,
+        user: row.get(2)?,
+        action: row.get(3)?,
+        release: row.get(4)?,
+        message: row.get(5)?,
+        created_at: time_at(row, 6)?,
+    })
 }
 
 /// A release's row id, its app's id and its status; NotFound names the app or release.
@@ -458,14 +493,19 @@ impl Store for SqliteStore {
             }
             let owner_id = user_id(tx, &owner)?;
             let now = now_ms(tx)?;
-            Ok(tx.query_row(
+            let app = tx.query_row(
                 &format!(
                     "INSERT INTO apps (name, owner_id, created_at) VALUES (?1, ?2, ?3) \
                      RETURNING {APP_COLUMNS}"
                 ),
                 params![name.as_str(), owner_id, now],
                 app_row,
-            )?)
+            )?;
+            tx.execute(
+                "INSERT INTO collaborators (app_id, user_id) VALUES (?1, ?2)",
+                params![app.id, owner_id],
+            )?;
+            Ok(app)
         })
         .await
     }
@@ -511,6 +551,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_release(&self, app: &AppName, release: NewRelease) -> Result<Release> {
+        validate::config(&release.config)?;
         let app = app.clone();
         self.write(move |tx| {
             let (app_id, version): (i64, u32) = tx
@@ -620,9 +661,7 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let (id, _, status) = release_ids(tx, &app, version)?;
             if !status.is_in_progress() {
-                return Err(Error::Conflict(format!(
-                    "release {app} v{version} is {status}; its image can no longer change"
-                )));
+                return Err(image_fixed(&app, version, status));
             }
             let now = now_ms(tx)?;
             tx.execute(
@@ -652,20 +691,20 @@ impl Store for SqliteStore {
         let (app, failure) = (app.clone(), failure.map(str::to_string));
         self.write(move |tx| {
             let (id, app_id, current) = release_ids(tx, &app, version)?;
-            current.check_transition(status).map_err(|_| {
-                Error::Conflict(format!(
-                    "release {app} v{version} cannot move from {current} to {status}"
-                ))
-            })?;
+            current
+                .check_transition(status)
+                .map_err(|_| bad_transition(&app, version, current, status))?;
             let now = now_ms(tx)?;
             tx.execute(
                 "UPDATE releases SET status = ?1, failure = ?2, updated_at = ?3 WHERE id = ?4",
                 params![status.as_str(), failure, now, id],
             )?;
             if status == ReleaseStatus::Succeeded {
+                // The release's config becomes the app's, for the next deploy.
                 tx.execute(
-                    "UPDATE apps SET current_release = ?1 WHERE id = ?2",
-                    params![version, app_id],
+                    "UPDATE apps SET current_release = ?1, \
+                     config = (SELECT config FROM releases WHERE id = ?3) WHERE id = ?2",
+                    params![version, app_id, id],
                 )?;
             }
             Ok(())
@@ -749,7 +788,7 @@ impl Store for SqliteStore {
                 params![now.saturating_add(ttl), app.as_str(), owner],
             )?;
             if renewed == 0 {
-                return Err(Error::Conflict(format!("deploy lease of {app} was lost")));
+                return Err(lease_lost(&app));
             }
             Ok(())
         })
@@ -767,547 +806,477 @@ impl Store for SqliteStore {
         })
         .await
     }
-    async fn delete_release(&self, _app: &AppName, _version: u32) -> Result<()> {
-        todo!("store helper")
+    async fn delete_release(&self, app: &AppName, version: u32) -> Result<()> {
+        let app = app.clone();
+        self.write(move |tx| {
+            let (id, _, status) = release_ids(tx, &app, version)?;
+            if status == ReleaseStatus::Succeeded {
+                return Err(release_succeeded(&app, version));
+            }
+            // Its deploy log goes with it (ON DELETE CASCADE). The version is not handed
+            // out again: `last_version` stays.
+            tx.execute("DELETE FROM releases WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
     }
-    async fn app_config(&self, _app: &AppName) -> Result<crate::release::ConfigVars> {
-        todo!("store helper")
+
+    async fn app_config(&self, app: &AppName) -> Result<ConfigVars> {
+        let app = app.clone();
+        self.call(move |conn| {
+            conn.prepare_cached("SELECT config FROM apps WHERE name = ?1")?
+                .query_row([app.as_str()], |row| json_at(row, 0))
+                .optional()?
+                .ok_or_else(|| Error::not_found("app", app.as_str()))
+        })
+        .await
     }
-    async fn set_app_config(&self, _app: &AppName, _config: &crate::release::ConfigVars) -> Result<()> {
-        todo!("store helper")
+
+    async fn set_app_config(&self, app: &AppName, config: &ConfigVars) -> Result<()> {
+        validate::config(config)?;
+        let (app, config) = (app.clone(), to_json(config)?);
+        self.write(move |tx| {
+            let updated = tx.execute(
+                "UPDATE apps SET config = ?1 WHERE name = ?2",
+                params![config, app.as_str()],
+            )?;
+            if updated == 0 {
+                return Err(Error::not_found("app", app.as_str()));
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn formation(&self, _app: &AppName) -> Result<Vec<crate::formation::ProcessFormation>> {
-        todo!("store helper")
+
+    async fn formation(&self, app: &AppName) -> Result<Vec<ProcessFormation>> {
+        let app = app.clone();
+        self.call(move |conn| {
+            let app_id = app_id(conn, &app)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT process, quantity, cpu_shares, memory_bytes FROM formation \
+                 WHERE app_id = ?1 ORDER BY process",
+            )?;
+            let formation = stmt
+                .query_map([app_id], |row| {
+                    Ok(ProcessFormation {
+                        process: row.get(0)?,
+                        quantity: row.get(1)?,
+                        size: ProcessSize {
+                            cpu_shares: row.get(2)?,
+                            memory_bytes: u64::try_from(row.get::<_, i64>(3)?)
+                                .map_err(|e| conversion(3, Type::Integer, e))?,
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(formation)
+        })
+        .await
     }
-    async fn set_formation(&self, _app: &AppName, _entries: &[crate::formation::ProcessFormation]) -> Result<()> {
-        todo!("store helper")
+
+    async fn set_formation(&self, app: &AppName, entries: &[ProcessFormation]) -> Result<()> {
+        validate::formation(entries)?;
+        let (app, entries) = (app.clone(), entries.to_vec());
+        self.write(move |tx| {
+            let app_id = app_id(tx, &app)?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO formation (app_id, process, quantity, cpu_shares, memory_bytes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (app_id, process) DO UPDATE SET \
+                 quantity = excluded.quantity, cpu_shares = excluded.cpu_shares, \
+                 memory_bytes = excluded.memory_bytes",
+            )?;
+            for entry in &entries {
+                stmt.execute(params![
+                    app_id,
+                    entry.process,
+                    entry.quantity,
+                    entry.size.cpu_shares,
+                    entry.size.memory_bytes as i64,
+                ])?;
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn add_domain(&self, _app: &AppName, _hostname: &str) -> Result<crate::domain::Domain> {
-        todo!("store helper")
+
+    async fn add_domain(&self, app: &AppName, hostname: &str) -> Result<Domain> {
+        let (app, hostname) = (app.clone(), validate::hostname(hostname)?);
+        self.write(move |tx| {
+            let app_id = app_id(tx, &app)?;
+            let holder: Option<String> = tx
+                .query_row(
+                    "SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id \
+                     WHERE d.hostname = ?1",
+                    [&hostname],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(holder) = holder {
+                return Err(domain_taken(&hostname, &holder));
+            }
+            let now = now_ms(tx)?;
+            let created_at = tx.query_row(
+                "INSERT INTO domains (hostname, app_id, created_at) VALUES (?1, ?2, ?3) \
+                 RETURNING created_at",
+                params![hostname, app_id, now],
+                |row| time_at(row, 0),
+            )?;
+            Ok(Domain {
+                hostname,
+                app,
+                created_at,
+            })
+        })
+        .await
     }
-    async fn domains(&self, _app: Option<&AppName>) -> Result<Vec<crate::domain::Domain>> {
-        todo!("store helper")
+
+    async fn domains(&self, app: Option<&AppName>) -> Result<Vec<Domain>> {
+        let app = app.cloned();
+        self.call(move |conn| {
+            let domains = match app {
+                Some(app) => {
+                    let app_id = app_id(conn, &app)?;
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{DOMAIN_SELECT} WHERE d.app_id = ?1 ORDER BY d.hostname"
+                    ))?;
+                    stmt.query_map([app_id], domain_row)?
+                        .collect::<rusqlite::Result<_>>()?
+                }
+                None => {
+                    let mut stmt =
+                        conn.prepare_cached(&format!("{DOMAIN_SELECT} ORDER BY d.hostname"))?;
+                    stmt.query_map([], domain_row)?
+                        .collect::<rusqlite::Result<_>>()?
+                }
+            };
+            Ok(domains)
+        })
+        .await
     }
-    async fn remove_domain(&self, _app: &AppName, _hostname: &str) -> Result<()> {
-        todo!("store helper")
+
+    async fn remove_domain(&self, app: &AppName, hostname: &str) -> Result<()> {
+        let hostname =
+            validate::hostname(hostname).unwrap_or_else(|_| hostname.trim().to_ascii_lowercase());
+        let app = app.clone();
+        self.write(move |tx| {
+            let app_id = app_id(tx, &app)?;
+            let removed = tx.execute(
+                "DELETE FROM domains WHERE hostname = ?1 AND app_id = ?2",
+                params![hostname, app_id],
+            )?;
+            if removed == 0 {
+                return Err(domain_not_found(&hostname, &app));
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn create_token(&self, _user: &str, _digest: &str, _description: &str) -> Result<crate::user::ApiToken> {
-        todo!("store helper")
+
+    async fn create_token(&self, user: &str, digest: &str, description: &str) -> Result<ApiToken> {
+        let digest = validate::digest(digest)?;
+        let (user, description) = (user.to_string(), description.to_string());
+        self.write(move |tx| {
+            let user_id = user_id(tx, &user)?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE digest = ?1)",
+                [&digest],
+                |row| row.get(0),
+            )?;
+            if exists {
+                return Err(token_taken());
+            }
+            let now = now_ms(tx)?;
+            let (id, created_at) = tx.query_row(
+                "INSERT INTO tokens (user_id, digest, description, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) RETURNING id, created_at",
+                params![user_id, digest, description, now],
+                |row| Ok((row.get(0)?, time_at(row, 1)?)),
+            )?;
+            Ok(ApiToken {
+                id,
+                user,
+                description,
+                created_at,
+            })
+        })
+        .await
     }
-    async fn user_by_token(&self, _digest: &str) -> Result<User> {
-        todo!("store helper")
+
+    async fn user_by_token(&self, digest: &str) -> Result<User> {
+        // A malformed digest matches no token: it is not found, like a revoked one.
+        let digest = digest.to_ascii_lowercase();
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT u.id, u.name, u.admin, u.created_at FROM tokens t \
+                 JOIN users u ON u.id = t.user_id WHERE t.digest = ?1",
+            )?
+            .query_row([&digest], user_row)
+            .optional()?
+            .ok_or_else(unknown_token)
+        })
+        .await
     }
-    async fn tokens(&self, _user: &str) -> Result<Vec<crate::user::ApiToken>> {
-        todo!("store helper")
+
+    async fn tokens(&self, user: &str) -> Result<Vec<ApiToken>> {
+        let user = user.to_string();
+        self.call(move |conn| {
+            let user_id = user_id(conn, &user)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, description, created_at FROM tokens WHERE user_id = ?1 ORDER BY id",
+            )?;
+            let tokens = stmt
+                .query_map([user_id], |row| {
+                    Ok(ApiToken {
+                        id: row.get(0)?,
+                        user: user.clone(),
+                        description: row.get(1)?,
+                        created_at: time_at(row, 2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(tokens)
+        })
+        .await
     }
-    async fn revoke_token(&self, _user: &str, _id: i64) -> Result<()> {
-        todo!("store helper")
+
+    async fn revoke_token(&self, user: &str, id: i64) -> Result<()> {
+        let user = user.to_string();
+        self.write(move |tx| {
+            let user_id = user_id(tx, &user)?;
+            let removed = tx.execute(
+                "DELETE FROM tokens WHERE id = ?1 AND user_id = ?2",
+                params![id, user_id],
+            )?;
+            if removed == 0 {
+                return Err(token_not_found(&user, id));
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn add_collaborator(&self, _app: &AppName, _user: &str) -> Result<()> {
-        todo!("store helper")
+
+    async fn add_collaborator(&self, app: &AppName, user: &str) -> Result<()> {
+        let (app, user) = (app.clone(), user.to_string());
+        self.write(move |tx| {
+            let app_id = app_id(tx, &app)?;
+            let user_id = user_id(tx, &user)?;
+            tx.execute(
+                "INSERT INTO collaborators (app_id, user_id) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING",
+                params![app_id, user_id],
+            )?;
+            Ok(())
+        })
+        .await
     }
-    async fn remove_collaborator(&self, _app: &AppName, _user: &str) -> Result<()> {
-        todo!("store helper")
+
+    async fn remove_collaborator(&self, app: &AppName, user: &str) -> Result<()> {
+        let (app, user) = (app.clone(), user.to_string());
+        self.write(move |tx| {
+            let app_id = app_id(tx, &app)?;
+            let user_id = user_id(tx, &user)?;
+            let removed = tx.execute(
+                "DELETE FROM collaborators WHERE app_id = ?1 AND user_id = ?2",
+                params![app_id, user_id],
+            )?;
+            if removed == 0 {
+                return Err(collaborator_not_found(&user, &app));
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn collaborators(&self, _app: &AppName) -> Result<Vec<String>> {
-        todo!("store helper")
+
+    async fn collaborators(&self, app: &AppName) -> Result<Vec<String>> {
+        let app = app.clone();
+        self.call(move |conn| {
+            let app_id = app_id(conn, &app)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT u.name FROM collaborators c JOIN users u ON u.id = c.user_id \
+                 WHERE c.app_id = ?1 ORDER BY u.name",
+            )?;
+            let names = stmt
+                .query_map([app_id], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(names)
+        })
+        .await
     }
-    async fn is_collaborator(&self, _app: &AppName, _user: &str) -> Result<bool> {
-        todo!("store helper")
+
+    async fn is_collaborator(&self, app: &AppName, user: &str) -> Result<bool> {
+        let (app, user) = (app.clone(), user.to_string());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM collaborators c JOIN users u ON u.id = c.user_id \
+                 WHERE c.app_id = a.id AND u.name = ?2) FROM apps a WHERE a.name = ?1",
+            )?
+            .query_row(params![app.as_str(), user], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| Error::not_found("app", app.as_str()))
+        })
+        .await
     }
-    async fn apps_for(&self, _user: &User) -> Result<Vec<App>> {
-        todo!("store helper")
+
+    async fn apps_for(&self, user: &User) -> Result<Vec<App>> {
+        let user = user.clone();
+        self.call(move |conn| {
+            let apps = if user.admin {
+                conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"))?
+                    .query_map([], app_row)?
+                    .collect::<rusqlite::Result<_>>()?
+            } else {
+                conn.prepare_cached(
+                    "SELECT a.id, a.name, a.current_release, a.created_at \
+                     FROM collaborators c JOIN apps a ON a.id = c.app_id \
+                     WHERE c.user_id = ?1 ORDER BY a.name",
+                )?
+                .query_map([user.id], app_row)?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            Ok(apps)
+        })
+        .await
     }
-    async fn record_event(&self, _event: crate::event::NewEvent) -> Result<crate::event::Event> {
-        todo!("store helper")
+
+    async fn record_event(&self, event: NewEvent) -> Result<Event> {
+        validate::event(&event)?;
+        self.write(move |tx| {
+            let now = now_ms(tx)?;
+            let app = event.app.as_ref().map(AppName::as_str);
+            let (id, created_at) = tx.query_row(
+                "INSERT INTO events (app_id, app_name, user_name, action, release_version, \
+                 message, created_at) \
+                 VALUES ((SELECT id FROM apps WHERE name = ?1), ?1, ?2, ?3, ?4, ?5, ?6) \
+                 RETURNING id, created_at",
+                params![
+                    app,
+                    event.user,
+                    event.action,
+                    event.release,
+                    event.message,
+                    now
+                ],
+                |row| Ok((row.get(0)?, time_at(row, 1)?)),
+            )?;
+            Ok(Event {
+                id,
+                app: event.app,
+                user: event.user,
+                action: event.action,
+                release: event.release,
+                message: event.message,
+                created_at,
+            })
+        })
+        .await
     }
-    async fn events(&self, _app: Option<&AppName>, _limit: u32) -> Result<Vec<crate::event::Event>> {
-        todo!("store helper")
+
+    async fn events(&self, app: Option<&AppName>, limit: u32) -> Result<Vec<Event>> {
+        let app = app.cloned();
+        self.call(move |conn| {
+            let events = match app {
+                // By name, so an app's history (its deletion included) outlives it.
+                Some(app) => conn
+                    .prepare_cached(&format!(
+                        "{EVENT_SELECT} WHERE app_name = ?1 ORDER BY id DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![app.as_str(), limit], event_row)?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => conn
+                    .prepare_cached(&format!("{EVENT_SELECT} ORDER BY id DESC LIMIT ?1"))?
+                    .query_map([limit], event_row)?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            Ok(events)
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    //! What only the SQLite store has: its schema, migrations and query plans. The
+    //! behaviour every store shares is tested by `core/tests/store_suite`.
+
     use super::*;
-    use crate::release::ConfigVars;
 
     fn app(name: &str) -> AppName {
         AppName::new(name).unwrap()
     }
 
-    fn new_release(user: &str, description: &str) -> NewRelease {
-        NewRelease {
-            commit: Some("1a2b3c4d".to_string()),
-            user: user.to_string(),
-            description: description.to_string(),
-            config: ConfigVars::from([("RACK_ENV".to_string(), "production".to_string())]),
-        }
-    }
-
-    async fn store_with_app(name: &str) -> SqliteStore {
-        let store = SqliteStore::open_in_memory().unwrap();
-        store.create_user("alice", false).await.unwrap();
-        store.create_app(&app(name), "alice").await.unwrap();
+    async fn count(store: &SqliteStore, table: &'static str) -> i64 {
         store
-    }
-
-    #[tokio::test]
-    async fn the_first_user_is_an_admin() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let alice = store.create_user("alice", false).await.unwrap();
-        assert!(alice.admin);
-        assert_eq!(alice.created_at.offset(), time::UtcOffset::UTC);
-        let bob = store.create_user("bob", false).await.unwrap();
-        assert!(!bob.admin);
-        let carol = store.create_user("carol", true).await.unwrap();
-        assert!(carol.admin);
-        assert_eq!(store.user("bob").await.unwrap(), bob);
-        let names: Vec<_> = store
-            .users()
+            .call(move |conn| {
+                Ok(
+                    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                        row.get(0)
+                    })?,
+                )
+            })
             .await
             .unwrap()
-            .into_iter()
-            .map(|u| u.name)
-            .collect();
-        assert_eq!(names, ["alice", "bob", "carol"]);
     }
 
     #[tokio::test]
-    async fn user_errors_name_the_user() {
+    async fn deleting_an_app_leaves_no_rows_behind_but_its_events() {
         let store = SqliteStore::open_in_memory().unwrap();
         store.create_user("alice", false).await.unwrap();
-        let err = store.create_user("alice", true).await.unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert_eq!(err.to_string(), "user alice already exists");
-        let err = store.user("zed").await.unwrap_err();
-        assert!(
-            matches!(err, Error::NotFound { kind: "user", .. }),
-            "{err:?}"
-        );
-        assert_eq!(err.to_string(), "user not found: zed");
-        let err = store.create_user(" ", false).await.unwrap_err();
-        assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn keys_belong_to_users() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        store.create_user("alice", false).await.unwrap();
-        store.create_user("bob", false).await.unwrap();
-        let k1 = store
-            .add_key("bob", "SHA256:bbb", "ssh-ed25519 AAAAbbb bob@laptop")
-            .await
-            .unwrap();
-        assert_eq!(k1.user, "bob");
-        store
-            .add_key("alice", "SHA256:aaa", "ssh-ed25519 AAAAaaa alice@laptop")
-            .await
-            .unwrap();
-        assert_eq!(store.key("SHA256:bbb").await.unwrap(), k1);
-        let all: Vec<_> = store
-            .keys(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| (k.user, k.fingerprint))
-            .collect();
-        assert_eq!(
-            all,
-            [
-                ("alice".to_string(), "SHA256:aaa".to_string()),
-                ("bob".to_string(), "SHA256:bbb".to_string())
-            ]
-        );
-        assert_eq!(store.keys(Some("bob")).await.unwrap(), vec![k1]);
-
-        let err = store
-            .add_key("alice", "SHA256:bbb", "ssh-ed25519 X")
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            "key SHA256:bbb is already registered to user bob"
-        );
-        let err = store
-            .add_key("zed", "SHA256:zzz", "ssh-ed25519 Z")
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "user not found: zed");
-        let err = store.keys(Some("zed")).await.unwrap_err();
-        assert_eq!(err.to_string(), "user not found: zed");
-
-        store.remove_key("SHA256:bbb").await.unwrap();
-        let err = store.key("SHA256:bbb").await.unwrap_err();
-        assert!(
-            matches!(err, Error::NotFound { kind: "key", .. }),
-            "{err:?}"
-        );
-        assert_eq!(err.to_string(), "key not found: SHA256:bbb");
-        let err = store.remove_key("SHA256:bbb").await.unwrap_err();
-        assert_eq!(err.to_string(), "key not found: SHA256:bbb");
-    }
-
-    #[tokio::test]
-    async fn apps_are_unique_and_owned() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        store.create_user("alice", false).await.unwrap();
-        let web = store.create_app(&app("web"), "alice").await.unwrap();
-        assert_eq!(web.name.as_str(), "web");
-        assert_eq!(web.current_release, None);
-        store.create_app(&app("api"), "alice").await.unwrap();
-        assert_eq!(store.app(&app("web")).await.unwrap(), web);
-        let names: Vec<_> = store
-            .apps()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        assert_eq!(names, [app("api"), app("web")]);
-
-        let err = store.create_app(&app("web"), "alice").await.unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert_eq!(err.to_string(), "app web already exists");
-        let err = store.create_app(&app("other"), "zed").await.unwrap_err();
-        assert_eq!(err.to_string(), "user not found: zed");
-        let err = store.app(&app("nope")).await.unwrap_err();
-        assert!(
-            matches!(err, Error::NotFound { kind: "app", .. }),
-            "{err:?}"
-        );
-        assert_eq!(err.to_string(), "app not found: nope");
-        let err = store.delete_app(&app("nope")).await.unwrap_err();
-        assert_eq!(err.to_string(), "app not found: nope");
-    }
-
-    #[tokio::test]
-    async fn releases_are_numbered_per_app_and_listed_newest_first() {
-        let store = store_with_app("web").await;
-        store.create_app(&app("api"), "alice").await.unwrap();
-        let v1 = store
-            .create_release(&app("web"), new_release("alice", "Deploy 1a2b3c4"))
-            .await
-            .unwrap();
-        assert_eq!(v1.version, 1);
-        assert_eq!(v1.status, ReleaseStatus::Pending);
-        assert_eq!(
-            v1.config.get("RACK_ENV").map(String::as_str),
-            Some("production")
-        );
-        assert_eq!(store.release(&app("web"), 1).await.unwrap(), v1);
-
-        let api1 = store
-            .create_release(&app("api"), new_release("alice", "x"))
-            .await
-            .unwrap();
-        assert_eq!(api1.version, 1);
-        let v2 = store
-            .create_release(&app("web"), new_release("alice", "y"))
-            .await
-            .unwrap();
-        assert_eq!(v2.version, 2);
-        let versions: Vec<_> = store
-            .releases(&app("web"))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.version)
-            .collect();
-        assert_eq!(versions, [2, 1]);
-
-        let err = store
-            .create_release(&app("nope"), NewRelease::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "app not found: nope");
-        let err = store.release(&app("web"), 9).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::NotFound {
-                    kind: "release",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert_eq!(err.to_string(), "release not found: web v9");
-        let err = store.release(&app("nope"), 1).await.unwrap_err();
-        assert_eq!(err.to_string(), "app not found: nope");
-        let err = store.releases(&app("nope")).await.unwrap_err();
-        assert_eq!(err.to_string(), "app not found: nope");
-    }
-
-    #[tokio::test]
-    async fn a_release_walks_the_state_machine_and_becomes_current() {
-        let store = store_with_app("web").await;
         let web = app("web");
+        store.create_app(&web, "alice").await.unwrap();
         store
-            .create_release(&web, new_release("alice", "Deploy"))
-            .await
-            .unwrap();
-        let build = ReleaseBuild {
-            image: "localhost:5000/web@sha256:abc".to_string(),
-            image_id: "sha256:def".to_string(),
-            procfile: Some("web: ./server\n".to_string()),
-            process_types: ProcessTypes::from([("web".to_string(), "./server".to_string())]),
-        };
-        store
-            .set_release_status(&web, 1, ReleaseStatus::Building, None)
-            .await
-            .unwrap();
-        store.set_release_build(&web, 1, &build).await.unwrap();
-        store
-            .set_release_status(&web, 1, ReleaseStatus::Deploying, None)
-            .await
-            .unwrap();
-        assert_eq!(store.app(&web).await.unwrap().current_release, None);
-        store
-            .set_release_status(&web, 1, ReleaseStatus::Succeeded, None)
-            .await
-            .unwrap();
-
-        let v1 = store.release(&web, 1).await.unwrap();
-        assert_eq!(v1.status, ReleaseStatus::Succeeded);
-        assert_eq!(v1.image.as_deref(), Some(build.image.as_str()));
-        assert_eq!(v1.image_id.as_deref(), Some("sha256:def"));
-        assert_eq!(v1.procfile, build.procfile);
-        assert_eq!(v1.process_types, build.process_types);
-        assert_eq!(store.app(&web).await.unwrap().current_release, Some(1));
-
-        // Final states are final, and a finished release's image cannot change.
-        let err = store
-            .set_release_status(&web, 1, ReleaseStatus::Failed, Some("late"))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            "release web v1 cannot move from succeeded to failed"
-        );
-        let err = store.set_release_build(&web, 1, &build).await.unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert!(
-            err.to_string().starts_with("release web v1 is succeeded"),
-            "{err}"
-        );
-
-        // A failed release records why, and leaves the current release alone.
-        store
-            .create_release(&web, new_release("alice", "Deploy 2"))
-            .await
-            .unwrap();
-        store
-            .set_release_status(&web, 2, ReleaseStatus::Failed, Some("health check failed"))
-            .await
-            .unwrap();
-        let v2 = store.release(&web, 2).await.unwrap();
-        assert_eq!(v2.status, ReleaseStatus::Failed);
-        assert_eq!(v2.failure.as_deref(), Some("health check failed"));
-        assert_eq!(store.app(&web).await.unwrap().current_release, Some(1));
-        // Versions are never reused after a failure.
-        let v3 = store
-            .create_release(&web, new_release("alice", "Deploy 3"))
-            .await
-            .unwrap();
-        assert_eq!(v3.version, 3);
-
-        let err = store
-            .set_release_status(&web, 7, ReleaseStatus::Building, None)
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "release not found: web v7");
-    }
-
-    #[tokio::test]
-    async fn lists_releases_in_progress_on_every_app() {
-        let store = store_with_app("web").await;
-        store.create_app(&app("api"), "alice").await.unwrap();
-        for name in ["web", "web", "api"] {
-            store
-                .create_release(&app(name), new_release("alice", "d"))
-                .await
-                .unwrap();
-        }
-        store
-            .set_release_status(&app("web"), 1, ReleaseStatus::Failed, None)
-            .await
-            .unwrap();
-        store
-            .set_release_status(&app("api"), 1, ReleaseStatus::Deploying, None)
-            .await
-            .unwrap();
-        let in_progress: Vec<_> = store
-            .releases_in_progress()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.app.to_string(), r.version, r.status))
-            .collect();
-        assert_eq!(
-            in_progress,
-            [
-                ("api".to_string(), 1, ReleaseStatus::Deploying),
-                ("web".to_string(), 2, ReleaseStatus::Pending)
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn deploy_logs_append_in_order() {
-        let store = store_with_app("web").await;
-        let web = app("web");
-        store
-            .create_release(&web, new_release("alice", "d"))
-            .await
-            .unwrap();
-        store
-            .create_release(&web, new_release("alice", "d"))
-            .await
-            .unwrap();
-        assert_eq!(store.deploy_log(&web, 1).await.unwrap(), "");
-        for chunk in ["-----> Building\n", "       step 1\n", "", "-----> Done\n"] {
-            store.append_deploy_log(&web, 1, chunk).await.unwrap();
-        }
-        store.append_deploy_log(&web, 2, "other\n").await.unwrap();
-        assert_eq!(
-            store.deploy_log(&web, 1).await.unwrap(),
-            "-----> Building\n       step 1\n-----> Done\n"
-        );
-        assert_eq!(store.deploy_log(&web, 2).await.unwrap(), "other\n");
-        let err = store.append_deploy_log(&web, 3, "x").await.unwrap_err();
-        assert_eq!(err.to_string(), "release not found: web v3");
-        let err = store.deploy_log(&app("nope"), 1).await.unwrap_err();
-        assert_eq!(err.to_string(), "app not found: nope");
-    }
-
-    #[tokio::test]
-    async fn deleting_an_app_removes_its_releases_logs_and_lease() {
-        let store = store_with_app("web").await;
-        let web = app("web");
-        store
-            .create_release(&web, new_release("alice", "d"))
+            .create_release(&web, NewRelease::default())
             .await
             .unwrap();
         store.append_deploy_log(&web, 1, "log\n").await.unwrap();
-        let ttl = Duration::from_secs(60);
-        assert_eq!(
-            store
-                .try_acquire_lease(&web, "d1", "alice", ttl)
-                .await
-                .unwrap(),
-            None
-        );
+        store.add_domain(&web, "www.example.com").await.unwrap();
+        store
+            .set_formation(
+                &web,
+                &[ProcessFormation {
+                    process: "web".to_string(),
+                    quantity: 1,
+                    size: ProcessSize::X1,
+                }],
+            )
+            .await
+            .unwrap();
+        store
+            .try_acquire_lease(&web, "d1", "alice", Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .record_event(NewEvent {
+                app: Some(web.clone()),
+                user: "alice".to_string(),
+                action: "deploy".to_string(),
+                release: Some(1),
+                message: "Deployed v1".to_string(),
+            })
+            .await
+            .unwrap();
         store.delete_app(&web).await.unwrap();
-
-        let err = store.app(&web).await.unwrap_err();
-        assert_eq!(err.to_string(), "app not found: web");
-        let rows = store
+        for table in [
+            "apps",
+            "releases",
+            "deploy_logs",
+            "leases",
+            "domains",
+            "formation",
+            "collaborators",
+        ] {
+            assert_eq!(count(&store, table).await, 0, "{table}");
+        }
+        let (events, linked) = store
             .call(|conn| {
                 Ok(conn.query_row(
-                    "SELECT (SELECT COUNT(*) FROM releases) + (SELECT COUNT(*) FROM deploy_logs) \
-                     + (SELECT COUNT(*) FROM leases)",
+                    "SELECT COUNT(*), COUNT(app_id) FROM events WHERE app_name = 'web'",
                     [],
-                    |row| row.get::<_, i64>(0),
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
                 )?)
             })
             .await
             .unwrap();
-        assert_eq!(rows, 0);
-        // A new app of the same name starts again at v1 with a free lease.
-        store.create_app(&web, "alice").await.unwrap();
-        assert_eq!(
-            store
-                .try_acquire_lease(&web, "d2", "bob", ttl)
-                .await
-                .unwrap(),
-            None
-        );
-        let v1 = store
-            .create_release(&web, new_release("alice", "d"))
-            .await
-            .unwrap();
-        assert_eq!(v1.version, 1);
-    }
-
-    #[tokio::test]
-    async fn leases_exclude_other_owners_until_released_or_lapsed() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let web = app("web");
-        let ttl = Duration::from_secs(60);
-        assert_eq!(
-            store
-                .try_acquire_lease(&web, "a", "alice", ttl)
-                .await
-                .unwrap(),
-            None
-        );
-        // The holder may take it again (idempotent).
-        assert_eq!(
-            store
-                .try_acquire_lease(&web, "a", "alice", ttl)
-                .await
-                .unwrap(),
-            None
-        );
-        let holder = store
-            .try_acquire_lease(&web, "b", "bob", ttl)
-            .await
-            .unwrap()
-            .expect("a holds the lease");
-        assert_eq!(
-            (holder.owner.as_str(), holder.user.as_str()),
-            ("a", "alice")
-        );
-        let left = holder.expires_at - OffsetDateTime::now_utc();
-        assert!(left > time::Duration::seconds(50), "{left}");
-        assert!(left <= time::Duration::seconds(61), "{left}");
-
-        // Renewing and releasing are the holder's alone.
-        store.renew_lease(&web, "a", ttl).await.unwrap();
-        let err = store.renew_lease(&web, "b", ttl).await.unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert_eq!(err.to_string(), "deploy lease of web was lost");
-        store.release_lease(&web, "b").await.unwrap();
-        assert!(
-            store
-                .try_acquire_lease(&web, "b", "bob", ttl)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        store.release_lease(&web, "a").await.unwrap();
-        let err = store.renew_lease(&web, "a", ttl).await.unwrap_err();
-        assert_eq!(err.to_string(), "deploy lease of web was lost");
-        assert_eq!(
-            store
-                .try_acquire_lease(&web, "b", "bob", ttl)
-                .await
-                .unwrap(),
-            None
-        );
-
-        // A lapsed lease goes to the next taker, and its old holder has lost it.
-        let short = Duration::from_millis(50);
-        let api = app("api");
-        assert_eq!(
-            store
-                .try_acquire_lease(&api, "a", "alice", short)
-                .await
-                .unwrap(),
-            None
-        );
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        assert_eq!(
-            store
-                .try_acquire_lease(&api, "b", "bob", ttl)
-                .await
-                .unwrap(),
-            None
-        );
-        let err = store.renew_lease(&api, "a", ttl).await.unwrap_err();
-        assert_eq!(err.to_string(), "deploy lease of api was lost");
+        assert_eq!((events, linked), (1, 0));
     }
 
     #[tokio::test]
@@ -1320,5 +1289,138 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         // Migrating again applies nothing and fails on nothing.
         store.call(migrate).await.unwrap();
+    }
+
+    /// A database made by the first release of empire, before access control and app
+    /// config existed.
+    fn database_at_version_1() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        configure(&conn, false).unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, name, admin, created_at) VALUES (1, 'alice', 1, 0), \
+                 (2, 'bob', 0, 0);
+             INSERT INTO apps (id, name, owner_id, current_release, last_version, created_at) \
+                 VALUES (1, 'web', 2, 2, 3, 0), (2, 'api', 1, NULL, 1, 0);
+             INSERT INTO releases (app_id, version, status, config, user_name, description, \
+                 created_at, updated_at) VALUES \
+                 (1, 1, 'succeeded', '{\"A\":\"old\"}', 'bob', 'v1', 0, 0), \
+                 (1, 2, 'succeeded', '{\"A\":\"current\"}', 'bob', 'v2', 0, 0), \
+                 (1, 3, 'failed', '{\"A\":\"broken\"}', 'bob', 'v3', 0, 0), \
+                 (2, 1, 'failed', '{\"B\":\"x\"}', 'alice', 'v1', 0, 0);",
+        )
+        .unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn migrating_gives_existing_apps_their_pusher_and_current_config() {
+        let mut conn = database_at_version_1();
+        migrate(&mut conn).unwrap();
+        let store = SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: None,
+        };
+        // Apps pushed before access control existed belong to their first pusher.
+        assert_eq!(store.collaborators(&app("web")).await.unwrap(), ["bob"]);
+        assert_eq!(store.collaborators(&app("api")).await.unwrap(), ["alice"]);
+        let bob = store.user("bob").await.unwrap();
+        let names: Vec<_> = store
+            .apps_for(&bob)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name.to_string())
+            .collect();
+        assert_eq!(names, ["web"]);
+        // The config is the current release's; an app never deployed has none.
+        assert_eq!(
+            store.app_config(&app("web")).await.unwrap(),
+            ConfigVars::from([("A".to_string(), "current".to_string())])
+        );
+        assert!(store.app_config(&app("api")).await.unwrap().is_empty());
+        // Numbering goes on where it was.
+        let v4 = store
+            .create_release(&app("web"), NewRelease::default())
+            .await
+            .unwrap();
+        assert_eq!(v4.version, 4);
+    }
+
+    /// The query plan of `sql`, one step a line.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let params = vec![rusqlite::types::Value::Null; stmt.parameter_count()];
+        let steps: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(params), |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        steps.join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_hot_reads_use_indexes() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let plans = store
+            .call(|conn| {
+                Ok([
+                    // GET /apps, admin and not.
+                    plan(
+                        conn,
+                        &format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"),
+                    ),
+                    plan(
+                        conn,
+                        "SELECT a.id, a.name, a.current_release, a.created_at \
+                         FROM collaborators c JOIN apps a ON a.id = c.app_id \
+                         WHERE c.user_id = ?1 ORDER BY a.name",
+                    ),
+                    // GET /apps/{app}/releases.
+                    plan(
+                        conn,
+                        &format!("{RELEASE_SELECT} WHERE r.app_id = ?1 ORDER BY r.version DESC"),
+                    ),
+                    // Authentication by token.
+                    plan(
+                        conn,
+                        "SELECT u.id FROM tokens t JOIN users u ON u.id = t.user_id \
+                         WHERE t.digest = ?1",
+                    ),
+                    plan(
+                        conn,
+                        &format!("{EVENT_SELECT} WHERE app_name = ?1 ORDER BY id DESC LIMIT 5"),
+                    ),
+                ])
+            })
+            .await
+            .unwrap();
+        let [apps, apps_for, releases, token, events] = plans;
+        assert_eq!(apps, "SCAN apps USING COVERING INDEX apps_listing");
+        assert!(
+            apps_for.contains("USING COVERING INDEX collaborators_user_id"),
+            "{apps_for}"
+        );
+        assert!(
+            releases.contains("USING INDEX sqlite_autoindex_releases_1"),
+            "{releases}"
+        );
+        assert!(!releases.contains("TEMP B-TREE"), "{releases}");
+        assert!(
+            token.contains("USING INDEX sqlite_autoindex_tokens_1"),
+            "{token}"
+        );
+        assert!(events.contains("USING INDEX events_app_name"), "{events}");
+        assert!(!events.contains("TEMP B-TREE"), "{events}");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_is_private() {
+        let a = SqliteStore::open_in_memory().unwrap();
+        let b = SqliteStore::open_in_memory().unwrap();
+        a.create_user("alice", false).await.unwrap();
+        assert!(b.users().await.unwrap().is_empty());
+        assert_eq!(format!("{b:?}"), "SqliteStore(:memory:)");
     }
 }

@@ -12,7 +12,8 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
-use empire_core::scheduler::{DEFAULT_PORT, DeploySpec, ProcessSpec};
+use empire_core::formation::ProcessSize;
+use empire_core::scheduler::{DEFAULT_PORT, DeploySpec, OneOffSpec, ProcessSpec};
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
@@ -20,6 +21,13 @@ use crate::error::{DeployerError, docker_message, docker_status};
 
 /// The process type that receives HTTP traffic.
 pub(crate) const ROUTED_PROCESS: &str = "web";
+
+/// The process type of one-off processes (`run.1234`).
+pub(crate) const ONEOFF_PROCESS: &str = "run";
+
+/// The image label that marks an image whose ENTRYPOINT launches commands (buildpack
+/// images): such an image keeps its ENTRYPOINT and gets a command as its CMD.
+pub(crate) const LAUNCHER_LABEL: &str = "empire.launcher";
 
 /// The container port every process listens on, as Docker names it.
 pub(crate) fn port_key() -> String {
@@ -61,6 +69,10 @@ impl Labels {
     pub(crate) fn deploy(&self) -> String {
         self.key("deploy")
     }
+    /// Set on one-off processes: `attached` or `detached`.
+    pub(crate) fn oneoff(&self) -> String {
+        self.key("oneoff")
+    }
 }
 
 /// A container of this namespace, as listed.
@@ -75,6 +87,17 @@ pub(crate) struct Managed {
     pub state: String,
     pub created: i64,
     pub host_port: Option<u16>,
+    /// For a one-off process: whether a client is attached to it.
+    pub oneoff: Option<OneOff>,
+}
+
+/// How a one-off process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OneOff {
+    /// A client streams it; nobody needs it once that session is gone.
+    Attached,
+    /// It runs on its own until it exits.
+    Detached,
 }
 
 impl Managed {
@@ -154,17 +177,24 @@ impl Engine {
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             created: c.created.unwrap_or(0),
             host_port,
+            oneoff: match labels.get(&self.labels.oneoff()).map(String::as_str) {
+                Some("attached") => Some(OneOff::Attached),
+                Some(_) => Some(OneOff::Detached),
+                None => None,
+            },
         })
     }
 
     /// Creates (without starting) instance `n` of `process`. Routed processes get their
-    /// port published on 127.0.0.1 with an ephemeral host port.
+    /// port published on 127.0.0.1 with an ephemeral host port. `launcher` tells
+    /// whether the image keeps its ENTRYPOINT (see [`command_override`]).
     pub(crate) async fn create(
         &self,
         spec: &DeploySpec,
         process: &ProcessSpec,
         n: u32,
         deploy_id: &str,
+        launcher: bool,
     ) -> Result<String, DeployerError> {
         let app = spec.app.as_str();
         let instance = format!("{}.{n}", process.name);
@@ -175,24 +205,8 @@ impl Engine {
             spec.release,
             short_id()
         );
-
-        let mut env: BTreeMap<String, String> = spec.config.clone();
-        env.insert("PORT".into(), DEFAULT_PORT.to_string());
-        env.insert("EMPIRE_APPNAME".into(), app.to_string());
-        env.insert("EMPIRE_PROCESS".into(), process.name.clone());
-        env.insert("EMPIRE_RELEASE".into(), format!("v{}", spec.release));
-        env.insert("DYNO".into(), instance.clone());
-        let env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-
-        // A command runs through the shell so `$PORT` expands as on Heroku; without one
-        // the image's own ENTRYPOINT and CMD run.
-        let (entrypoint, cmd) = match process.command.as_deref().map(str::trim) {
-            Some(command) if !command.is_empty() => (
-                Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
-                Some(vec![command.to_string()]),
-            ),
-            _ => (None, None),
-        };
+        let env = environment(&spec.config, app, &process.name, spec.release, &instance);
+        let (entrypoint, cmd) = command_override(process.command.as_deref(), launcher);
 
         let labels = HashMap::from([
             (self.labels.gateway(), self.namespace.clone()),
@@ -218,15 +232,7 @@ impl Engine {
                 name: Some(RestartPolicyNameEnum::ALWAYS),
                 maximum_retry_count: None,
             }),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "10m".to_string()),
-                    ("max-file".to_string(), "3".to_string()),
-                ])),
-            }),
-            init: Some(true),
-            ..Default::default()
+            ..base_host_config(process.size)
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
@@ -238,6 +244,75 @@ impl Engine {
             host_config: Some(host_config),
             ..Default::default()
         };
+        self.create_container(name, body, &spec.image, &instance)
+            .await
+    }
+
+    /// Creates (without starting) the one-off process `run.<n>`. An attached one keeps
+    /// its stdin open until the client's input ends; a detached one is removed by the
+    /// engine when it exits.
+    pub(crate) async fn create_oneoff(
+        &self,
+        spec: &OneOffSpec,
+        n: u32,
+        attached: bool,
+        launcher: bool,
+    ) -> Result<String, DeployerError> {
+        let app = spec.app.as_str();
+        let instance = format!("{ONEOFF_PROCESS}.{n}");
+        let name = format!(
+            "{}-{app}-{ONEOFF_PROCESS}-{n}-v{}-{}",
+            self.namespace,
+            spec.release,
+            short_id()
+        );
+        let env = environment(&spec.config, app, ONEOFF_PROCESS, spec.release, &instance);
+        let (entrypoint, cmd) = command_override(Some(&spec.command), launcher);
+        let labels = HashMap::from([
+            (self.labels.gateway(), self.namespace.clone()),
+            (self.labels.app(), app.to_string()),
+            (self.labels.process(), ONEOFF_PROCESS.to_string()),
+            (self.labels.release(), spec.release.to_string()),
+            (self.labels.instance(), n.to_string()),
+            (
+                self.labels.oneoff(),
+                if attached { "attached" } else { "detached" }.to_string(),
+            ),
+        ]);
+        let host_config = HostConfig {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            auto_remove: Some(!attached),
+            ..base_host_config(spec.size)
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(env),
+            entrypoint,
+            cmd,
+            labels: Some(labels),
+            tty: Some(spec.tty),
+            open_stdin: Some(attached),
+            stdin_once: Some(attached),
+            attach_stdin: Some(attached),
+            attach_stdout: Some(attached),
+            attach_stderr: Some(attached),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        self.create_container(name, body, &spec.image, &instance)
+            .await
+    }
+
+    async fn create_container(
+        &self,
+        name: String,
+        body: ContainerCreateBody,
+        image: &str,
+        instance: &str,
+    ) -> Result<String, DeployerError> {
         let options = CreateContainerOptions {
             name: Some(name),
             ..Default::default()
@@ -245,10 +320,39 @@ impl Engine {
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => Ok(created.id),
             Err(err) if docker_status(&err) == Some(404) => Err(DeployerError::ImageNotFound {
-                image: spec.image.clone(),
+                image: image.to_string(),
             }),
             Err(err) => Err(DeployerError::docker(format!("creating {instance}"), err)),
         }
+    }
+
+    /// Whether the image carries the label [`LAUNCHER_LABEL`]`=true`. An image that
+    /// cannot be inspected counts as a plain one (creating its containers says why).
+    pub(crate) async fn launcher(&self, image: &str) -> bool {
+        match self.docker.inspect_image(image).await {
+            Ok(info) => info
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|labels| labels.get(LAUNCHER_LABEL).cloned())
+                .is_some_and(|v| v == "true"),
+            Err(err) => {
+                debug!(image, error = %err, "could not inspect the image");
+                false
+            }
+        }
+    }
+
+    /// The CPU shares and memory limit a container was created with.
+    pub(crate) async fn size_of(&self, id: &str) -> Result<ProcessSize, DeployerError> {
+        let info = self
+            .inspect(id)
+            .await
+            .map_err(|e| DeployerError::docker("inspecting a container", e))?;
+        let host = info.host_config.unwrap_or_default();
+        Ok(ProcessSize {
+            cpu_shares: u32::try_from(host.cpu_shares.unwrap_or(0)).unwrap_or(0),
+            memory_bytes: u64::try_from(host.memory.unwrap_or(0)).unwrap_or(0),
+        })
     }
 
     /// Starts a container; a refusal of the engine (a missing executable, …) is a
@@ -336,6 +440,67 @@ impl Engine {
     }
 }
 
+/// The environment of a process: the release's config plus what Empire sets.
+fn environment(
+    config: &BTreeMap<String, String>,
+    app: &str,
+    process: &str,
+    release: u32,
+    instance: &str,
+) -> Vec<String> {
+    let mut env = config.clone();
+    env.insert("PORT".into(), DEFAULT_PORT.to_string());
+    env.insert("EMPIRE_APPNAME".into(), app.to_string());
+    env.insert("EMPIRE_PROCESS".into(), process.to_string());
+    env.insert("EMPIRE_RELEASE".into(), format!("v{release}"));
+    env.insert("DYNO".into(), instance.to_string());
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The ENTRYPOINT and CMD overrides of a container that runs `command`.
+///
+/// A command runs through `/bin/sh -c` so `$PORT` expands as on Heroku. An image
+/// labelled [`LAUNCHER_LABEL`]`=true` (a buildpack image, whose ENTRYPOINT sets up the
+/// slug's environment and then runs its arguments through a shell) keeps its
+/// ENTRYPOINT and gets the command as its only argument. Without a command the image's
+/// own ENTRYPOINT and CMD run.
+pub(crate) fn command_override(
+    command: Option<&str>,
+    launcher: bool,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    match command.map(str::trim) {
+        Some(command) if !command.is_empty() => {
+            let cmd = Some(vec![command.to_string()]);
+            if launcher {
+                (None, cmd)
+            } else {
+                (Some(vec!["/bin/sh".to_string(), "-c".to_string()]), cmd)
+            }
+        }
+        _ => (None, None),
+    }
+}
+
+/// The host settings every container gets: its size, bounded logs and an init process.
+fn base_host_config(size: ProcessSize) -> HostConfig {
+    let memory = i64::try_from(size.memory_bytes).unwrap_or(i64::MAX);
+    HostConfig {
+        cpu_shares: Some(i64::from(size.cpu_shares)),
+        memory: Some(memory),
+        // The same as the memory: no swap on top of it.
+        memory_swap: Some(memory),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ])),
+        }),
+        init: Some(true),
+        ..Default::default()
+    }
+}
+
 /// The published host port of an inspected container.
 pub(crate) fn inspected_host_port(info: &ContainerInspectResponse) -> Option<u16> {
     info.network_settings
@@ -375,5 +540,27 @@ mod tests {
         assert_eq!(sanitize("web"), "web");
         assert_eq!(sanitize("my worker:2"), "my-worker-2");
         assert_eq!(short_id().len(), 6);
+    }
+
+    #[test]
+    fn overrides_commands_unless_the_image_launches_them() {
+        let shell = Some(vec!["/bin/sh".to_string(), "-c".to_string()]);
+        let cmd = Some(vec!["echo $PORT".to_string()]);
+        assert_eq!(
+            command_override(Some(" echo $PORT "), false),
+            (shell, cmd.clone())
+        );
+        assert_eq!(command_override(Some("echo $PORT"), true), (None, cmd));
+        assert_eq!(command_override(None, false), (None, None));
+        assert_eq!(command_override(Some("  "), true), (None, None));
+    }
+
+    #[test]
+    fn sizes_containers() {
+        let host = base_host_config(ProcessSize::X2);
+        assert_eq!(host.cpu_shares, Some(512));
+        assert_eq!(host.memory, Some(1024 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.init, Some(true));
     }
 }

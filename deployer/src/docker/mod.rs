@@ -3,6 +3,9 @@
 
 mod engine;
 mod health;
+mod logs;
+mod oneoff;
+mod operate;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -16,20 +19,23 @@ use bollard::models::{ContainerStateStatusEnum, EventMessage};
 use bollard::query_parameters::EventsOptions;
 use empire_core::app::AppName;
 use empire_core::progress::{Progress, format_duration};
-use empire_core::scheduler::{DeploySpec, ProcessInstance, ProcessSpec, Scheduler};
+use empire_core::scheduler::{
+    DeploySpec, LogLine, LogOptions, OneOffSpec, ProcessInstance, ProcessSpec, RestartTarget,
+    RunIo, RunOutcome, Scheduler,
+};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::error::{DeployerError, docker_status};
 use crate::router::{Backend, Router};
-use engine::{Engine, Labels, Managed, ROUTED_PROCESS, inspected_host_port};
+use engine::{Engine, Labels, Managed, OneOff, ROUTED_PROCESS, inspected_host_port};
 use health::{ProbeFailure, http_check, tcp_check};
 
 /// How many log lines of a failing container a failed deploy prints.
@@ -317,6 +323,7 @@ impl Inner {
             spec.processes.iter().filter(|p| p.quantity > 0).collect();
         processes.sort_by_key(|p| p.name != ROUTED_PROCESS);
 
+        let launcher = engine.launcher(&spec.image).await;
         let mut cleanup = Cleanup {
             engine: engine.clone(),
             ids: Vec::new(),
@@ -325,7 +332,7 @@ impl Inner {
         for process in processes {
             for n in 1..=process.quantity {
                 let label = format!("{}.{n}", process.name);
-                let id = match engine.create(spec, process, n, &deploy_id).await {
+                let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
                     Ok(id) => id,
                     Err(err) => {
                         drop(watcher);
@@ -372,25 +379,7 @@ impl Inner {
             }
         }
         if !failures.is_empty() {
-            // The logs of the first failing instance of each process type.
-            let mut logs = Vec::new();
-            let mut seen = HashSet::new();
-            for (instance, reason) in &failures {
-                if seen.insert(instance.process.clone()) {
-                    logs.push((
-                        reason.clone(),
-                        engine.last_logs(&instance.id, FAILURE_LOG_LINES).await,
-                    ));
-                }
-            }
-            let mut reason = failures[0].1.clone();
-            if failures.len() > 1 {
-                reason.push_str(&format!(
-                    " ({} more instance{} failed too)",
-                    failures.len() - 1,
-                    if failures.len() == 2 { "" } else { "s" }
-                ));
-            }
+            let (reason, logs) = self.failure_report(&failures).await;
             return Err(self
                 .fail(
                     spec,
@@ -440,9 +429,10 @@ impl Inner {
         let mut stopped = BTreeSet::new();
         match engine.list(Some(app), None).await {
             Ok(containers) => {
+                // One-off processes keep running on the release they started with.
                 let old: Vec<Managed> = containers
                     .into_iter()
-                    .filter(|c| !active.contains(&c.id))
+                    .filter(|c| !active.contains(&c.id) && c.oneoff.is_none())
                     .collect();
                 stopped.extend(old.iter().map(|c| c.release));
                 join_all(
@@ -476,6 +466,33 @@ impl Inner {
         Ok(())
     }
 
+    /// The error message of instances that did not become healthy, and the reason and
+    /// last log lines of the first failing instance of each process type.
+    async fn failure_report(
+        &self,
+        failures: &[(&Started, String)],
+    ) -> (String, Vec<(String, Vec<String>)>) {
+        let mut logs = Vec::new();
+        let mut seen = HashSet::new();
+        for (instance, reason) in failures {
+            if seen.insert(instance.process.clone()) {
+                logs.push((
+                    reason.clone(),
+                    self.engine.last_logs(&instance.id, FAILURE_LOG_LINES).await,
+                ));
+            }
+        }
+        let mut reason = failures.first().map(|f| f.1.clone()).unwrap_or_default();
+        if failures.len() > 1 {
+            reason.push_str(&format!(
+                " ({} more instance{} failed too)",
+                failures.len() - 1,
+                if failures.len() == 2 { "" } else { "s" }
+            ));
+        }
+        (reason, logs)
+    }
+
     /// Prints why each failing instance failed with its last log lines, removes the
     /// deploy's containers and builds the error.
     async fn fail(
@@ -486,16 +503,7 @@ impl Inner {
         failures: &[(String, Vec<String>)],
         err: DeployerError,
     ) -> empire_core::Error {
-        for (reason, lines) in failures {
-            if lines.is_empty() {
-                progress.detail(format!("{reason}; it wrote no log lines"));
-            } else {
-                progress.detail(format!("{reason}; its last log lines:"));
-                for line in lines {
-                    progress.detail(format!("  {line}"));
-                }
-            }
-        }
+        print_failures(progress, failures);
         cleanup.run().await;
         let keeps = lock(&self.apps)
             .get(spec.app.as_str())
@@ -660,6 +668,14 @@ impl Inner {
         let mut by_app: HashMap<String, Vec<Managed>> = HashMap::new();
         let mut remove: Vec<Managed> = Vec::new();
         for c in all {
+            // A detached one-off process of a live app runs on until it exits; an
+            // attached one lost its client with the previous gateway.
+            if let Some(oneoff) = c.oneoff {
+                if oneoff == OneOff::Attached || !wanted.contains_key(c.app.as_str()) {
+                    remove.push(c);
+                }
+                continue;
+            }
             if wanted.contains_key(c.app.as_str()) {
                 by_app.entry(c.app.clone()).or_default().push(c);
             } else {
@@ -681,6 +697,7 @@ impl Inner {
                 )
             });
             let deploy_id = uuid::Uuid::new_v4().simple().to_string();
+            let launcher = engine.launcher(&spec.image).await;
             let mut active = HashSet::new();
             let mut kept = HashSet::new();
             for process in spec.processes.iter().filter(|p| p.quantity > 0) {
@@ -708,7 +725,7 @@ impl Inner {
                         }
                     }
                     info!(app, instance = %label, release = spec.release, "recreating a missing process");
-                    match engine.create(spec, process, n, &deploy_id).await {
+                    match engine.create(spec, process, n, &deploy_id, launcher).await {
                         Ok(id) => {
                             active.insert(id.clone());
                             if let Err(err) = engine.start(&id, &label).await {
@@ -837,7 +854,7 @@ impl Inner {
         join_all(
             containers
                 .iter()
-                .filter(|c| !active.contains(&c.id))
+                .filter(|c| !active.contains(&c.id) && c.oneoff.is_none())
                 .map(|c| self.engine.remove_now(&c.id)),
         )
         .await;
@@ -933,6 +950,20 @@ impl Inner {
                 ))
         });
         Ok(instances)
+    }
+}
+
+/// Prints why each failing instance failed, with its last log lines.
+fn print_failures(progress: &Progress, failures: &[(String, Vec<String>)]) {
+    for (reason, lines) in failures {
+        if lines.is_empty() {
+            progress.detail(format!("{reason}; it wrote no log lines"));
+        } else {
+            progress.detail(format!("{reason}; its last log lines:"));
+            for line in lines {
+                progress.detail(format!("  {line}"));
+            }
+        }
     }
 }
 
@@ -1112,6 +1143,38 @@ impl Scheduler for DockerScheduler {
 
     async fn processes(&self, app: &AppName) -> empire_core::Result<Vec<ProcessInstance>> {
         Ok(self.inner.processes(app.as_str()).await?)
+    }
+
+    async fn scale(&self, spec: &DeploySpec, progress: &Progress) -> empire_core::Result<()> {
+        self.inner.scale(spec, progress).await
+    }
+
+    async fn restart(
+        &self,
+        spec: &DeploySpec,
+        target: &RestartTarget,
+        progress: &Progress,
+    ) -> empire_core::Result<()> {
+        self.inner.restart(spec, target, progress).await
+    }
+
+    async fn run(&self, spec: &OneOffSpec, io: Option<RunIo>) -> empire_core::Result<RunOutcome> {
+        Ok(self.inner.run(spec, io).await?)
+    }
+
+    async fn logs(
+        &self,
+        app: &AppName,
+        options: &LogOptions,
+    ) -> empire_core::Result<mpsc::Receiver<LogLine>> {
+        Ok(logs::stream(self.inner.clone(), app.as_str(), options).await?)
+    }
+
+    async fn set_domains(&self, app: &AppName, hostnames: &[String]) -> empire_core::Result<()> {
+        self.inner
+            .router
+            .set_domains(app.as_str(), hostnames.to_vec());
+        Ok(())
     }
 }
 

@@ -5,6 +5,9 @@
 -- the first deploy. A release that succeeds copies its config here.
 ALTER TABLE apps ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
 
+-- `GET /apps` lists every app by name: read it from the index alone, in order.
+CREATE INDEX apps_listing ON apps (name, id, current_release, created_at);
+
 UPDATE apps SET config = COALESCE(
     (SELECT r.config FROM releases r
      WHERE r.app_id = apps.id AND r.version = apps.current_release),

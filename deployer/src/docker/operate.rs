@@ -1,0 +1,368 @@
+//! Scaling and restarting the current release of an app without a new release: fresh
+//! instances start and must become healthy before they take traffic and before the
+//! instances they replace drain and stop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use empire_core::formation::ProcessSize;
+use empire_core::progress::Progress;
+use empire_core::scheduler::{DeploySpec, ProcessSpec, RestartTarget};
+use futures_util::future::join_all;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::engine::{Managed, ROUTED_PROCESS};
+use super::{
+    AbortOnDrop, AppState, Cleanup, CrashLog, FAILURE_LOG_LINES, Inner, Started, lock,
+    print_failures, seconds, unix_now, watch_crashes,
+};
+use crate::error::DeployerError;
+use crate::router::Backend;
+
+/// The containers of one process type by instance number, with their sizes (`None`
+/// when they could not be inspected).
+type Instances = BTreeMap<u32, Vec<(Managed, Option<ProcessSize>)>>;
+
+/// A container a rollout stops once its new instances are healthy.
+struct Retired {
+    container: Managed,
+    /// A fresh instance with the same name takes its place.
+    replaced: bool,
+}
+
+impl Inner {
+    /// The containers of the current release, when `spec` is the release this scheduler
+    /// serves for its app.
+    async fn current_containers(
+        &self,
+        spec: &DeploySpec,
+    ) -> Result<Option<Vec<Managed>>, DeployerError> {
+        let app = spec.app.as_str();
+        let active = match lock(&self.apps).get(app) {
+            Some(state) if state.release == spec.release => state.active.clone(),
+            _ => return Ok(None),
+        };
+        let containers = self.engine.list(Some(app), None).await?;
+        Ok(Some(
+            containers
+                .into_iter()
+                .filter(|c| active.contains(&c.id))
+                .collect(),
+        ))
+    }
+
+    /// Converges the current release to the quantities and sizes of `spec`.
+    pub(super) async fn scale(
+        &self,
+        spec: &DeploySpec,
+        progress: &Progress,
+    ) -> empire_core::Result<()> {
+        let Some(containers) = self.current_containers(spec).await? else {
+            // Nothing of this release runs here: roll it out in full.
+            info!(app = %spec.app, release = spec.release, "scaling a release that does not run; deploying it");
+            return self.deploy(spec, progress).await;
+        };
+        let step = progress.step(format!("Scaling the processes of v{}", spec.release));
+        let sizes = join_all(containers.iter().map(|c| self.engine.size_of(&c.id))).await;
+
+        // Every container of the release by process type and instance number.
+        let mut existing: BTreeMap<String, Instances> = BTreeMap::new();
+        for (c, size) in containers.into_iter().zip(sizes) {
+            existing
+                .entry(c.process.clone())
+                .or_default()
+                .entry(c.instance)
+                .or_default()
+                .push((c, size.ok()));
+        }
+
+        let mut start: Vec<(&ProcessSpec, u32)> = Vec::new();
+        let mut retire: Vec<Retired> = Vec::new();
+        for process in &spec.processes {
+            let mut instances = existing.remove(&process.name).unwrap_or_default();
+            for n in 1..=process.quantity {
+                let candidates = instances.remove(&n).unwrap_or_default();
+                // Keep one that runs (or is being restarted by Docker) with the right size.
+                let keep = candidates.iter().position(|(c, size)| {
+                    *size == Some(process.size) && (c.is_running() || c.state == "restarting")
+                });
+                if keep.is_none() {
+                    start.push((process, n));
+                }
+                for (i, (c, _)) in candidates.into_iter().enumerate() {
+                    if Some(i) != keep {
+                        retire.push(Retired {
+                            container: c,
+                            replaced: true,
+                        });
+                    }
+                }
+            }
+            // Surplus instances.
+            retire.extend(instances.into_values().flatten().map(|(c, _)| Retired {
+                container: c,
+                replaced: false,
+            }));
+        }
+        // Process types the release no longer runs.
+        retire.extend(
+            existing
+                .into_values()
+                .flat_map(BTreeMap::into_values)
+                .flatten()
+                .map(|(c, _)| Retired {
+                    container: c,
+                    replaced: false,
+                }),
+        );
+
+        if start.is_empty() && retire.is_empty() {
+            progress.detail("Every process already runs as requested");
+        } else {
+            self.roll(spec, start, retire, progress).await?;
+        }
+        step.done(format!("Scaled v{}", spec.release));
+        Ok(())
+    }
+
+    /// Replaces the targeted instances of the current release with fresh ones.
+    pub(super) async fn restart(
+        &self,
+        spec: &DeploySpec,
+        target: &RestartTarget,
+        progress: &Progress,
+    ) -> empire_core::Result<()> {
+        let find = |name: &str| spec.processes.iter().find(|p| p.name == name);
+        let what = match target {
+            RestartTarget::All => "every process".to_string(),
+            RestartTarget::Process(name) => {
+                if find(name).is_none() {
+                    return Err(empire_core::Error::not_found("process type", name.clone()));
+                }
+                format!("{name} processes")
+            }
+            RestartTarget::Instance(name, n) => {
+                let label = format!("{name}.{n}");
+                if !find(name).is_some_and(|p| (1..=p.quantity).contains(n)) {
+                    return Err(empire_core::Error::not_found("process", label));
+                }
+                label
+            }
+        };
+        let Some(containers) = self.current_containers(spec).await? else {
+            info!(app = %spec.app, release = spec.release, "restarting a release that does not run; deploying it");
+            return self.deploy(spec, progress).await;
+        };
+        let step = progress.step(format!("Restarting {what} of v{}", spec.release));
+
+        let targeted = |process: &str, n: u32| match target {
+            RestartTarget::All => true,
+            RestartTarget::Process(name) => name == process,
+            RestartTarget::Instance(name, m) => name == process && *m == n,
+        };
+        let mut start: Vec<(&ProcessSpec, u32)> = Vec::new();
+        for process in &spec.processes {
+            for n in 1..=process.quantity {
+                if targeted(&process.name, n) {
+                    start.push((process, n));
+                }
+            }
+        }
+        let retire: Vec<Retired> = containers
+            .into_iter()
+            .filter(|c| targeted(&c.process, c.instance))
+            .map(|c| {
+                let replaced = start
+                    .iter()
+                    .any(|(p, n)| p.name == c.process && *n == c.instance);
+                Retired {
+                    container: c,
+                    replaced,
+                }
+            })
+            .collect();
+
+        if start.is_empty() && retire.is_empty() {
+            progress.detail(format!("v{} runs no processes", spec.release));
+        } else {
+            self.roll(spec, start, retire, progress).await?;
+        }
+        step.done(format!("Restarted {what}"));
+        Ok(())
+    }
+
+    /// Starts `start`, waits until every one of them is healthy, routes the new web
+    /// instances in place of the retired ones, drains those and stops every retired
+    /// container. When a new instance does not become healthy, removes the new ones,
+    /// leaves everything else as it was and fails with the reason and its logs.
+    async fn roll(
+        &self,
+        spec: &DeploySpec,
+        mut start: Vec<(&ProcessSpec, u32)>,
+        mut retire: Vec<Retired>,
+        progress: &Progress,
+    ) -> empire_core::Result<()> {
+        let app = spec.app.as_str();
+        let engine = &self.engine;
+        let deploy_id = uuid::Uuid::new_v4().simple().to_string();
+        start.sort_by_key(|(p, n)| (p.name != ROUTED_PROCESS, p.name.clone(), *n));
+
+        let crashes: CrashLog = Arc::default();
+        let watcher = (!start.is_empty()).then(|| {
+            AbortOnDrop(tokio::spawn(watch_crashes(
+                engine.clone(),
+                app.to_string(),
+                deploy_id.clone(),
+                unix_now().saturating_sub(2),
+                progress.clone(),
+                crashes.clone(),
+            )))
+        });
+        let launcher = if start.is_empty() {
+            false
+        } else {
+            engine.launcher(&spec.image).await
+        };
+
+        let mut cleanup = Cleanup {
+            engine: engine.clone(),
+            ids: Vec::new(),
+        };
+        let mut started = Vec::new();
+        for (process, n) in start {
+            let label = format!("{}.{n}", process.name);
+            let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
+                Ok(id) => id,
+                Err(err) => {
+                    drop(watcher);
+                    progress.detail(format!("{label} could not be created: {err}"));
+                    return Err(self.abandon(progress, cleanup, &[], err).await);
+                }
+            };
+            cleanup.ids.push(id.clone());
+            if let Err(err) = engine.start(&id, &label).await {
+                drop(watcher);
+                let logs = vec![(
+                    err.to_string(),
+                    engine.last_logs(&id, FAILURE_LOG_LINES).await,
+                )];
+                return Err(self.abandon(progress, cleanup, &logs, err).await);
+            }
+            progress.detail(format!("{label} started"));
+            started.push(Started {
+                id,
+                label,
+                process: process.name.clone(),
+                routed: process.name == ROUTED_PROCESS,
+                healthcheck: process.healthcheck.clone(),
+                started: Instant::now(),
+            });
+        }
+
+        let outcomes = join_all(
+            started
+                .iter()
+                .map(|s| self.wait_healthy(spec, s, &crashes, progress)),
+        )
+        .await;
+        drop(watcher);
+
+        let mut failures = Vec::new();
+        let mut backends = Vec::new();
+        for (instance, outcome) in started.iter().zip(outcomes) {
+            match outcome {
+                Ok(Some(addr)) => backends.push(Backend::new(instance.id.clone(), addr)),
+                Ok(None) => {}
+                Err(reason) => failures.push((instance, reason)),
+            }
+        }
+        if !failures.is_empty() {
+            let (reason, logs) = self.failure_report(&failures).await;
+            return Err(self
+                .abandon(progress, cleanup, &logs, DeployerError::Unhealthy(reason))
+                .await);
+        }
+
+        // Healthy: route the new instances in place of the retired ones.
+        let retired_ids: HashSet<String> = retire.iter().map(|r| r.container.id.clone()).collect();
+        {
+            let mut apps = lock(&self.apps);
+            let generation = self.next_generation();
+            let state = apps.entry(app.to_string()).or_insert_with(|| AppState {
+                release: spec.release,
+                generation,
+                active: HashSet::new(),
+            });
+            state.generation = generation;
+            state.active.retain(|id| !retired_ids.contains(id));
+            state.active.extend(started.iter().map(|s| s.id.clone()));
+            let mut routed = self.router.backends(app).unwrap_or_default();
+            routed.retain(|b| !retired_ids.contains(&b.id));
+            routed.extend(backends);
+            self.router.set_backends(app, routed);
+        }
+        cleanup.disarm();
+
+        let draining: Vec<Backend> = self
+            .router
+            .known_backends(app)
+            .into_iter()
+            .filter(|b| retired_ids.contains(&b.id))
+            .collect();
+        if !draining.is_empty() {
+            let left = self
+                .router
+                .drain(app, &draining, self.options.drain_timeout)
+                .await;
+            if left > 0 {
+                progress.detail(format!(
+                    "{left} request{} still running after {}; stopping the processes anyway",
+                    if left == 1 { "" } else { "s" },
+                    seconds(self.options.drain_timeout)
+                ));
+            }
+        }
+
+        join_all(retire.iter().map(|r| {
+            self.engine
+                .stop_and_remove(&r.container.id, self.options.stop_grace)
+        }))
+        .await;
+        retire.sort_by_key(|r| {
+            (
+                r.container.process != ROUTED_PROCESS,
+                r.container.process.clone(),
+                r.container.instance,
+            )
+        });
+        for r in &retire {
+            if r.replaced {
+                progress.detail(format!("previous {} stopped", r.container.label()));
+            } else {
+                progress.detail(format!("{} stopped", r.container.label()));
+            }
+        }
+        // Let the route keeper pick up anything that changed meanwhile.
+        self.wake(app);
+        Ok(())
+    }
+
+    /// Prints why the new instances failed, removes them and builds the error; the
+    /// instances that ran before keep running.
+    async fn abandon(
+        &self,
+        progress: &Progress,
+        cleanup: Cleanup,
+        failures: &[(String, Vec<String>)],
+        err: DeployerError,
+    ) -> empire_core::Error {
+        print_failures(progress, failures);
+        let any = !cleanup.ids.is_empty();
+        cleanup.run().await;
+        if any {
+            progress.detail("Removed the new processes; the others keep running unchanged");
+        }
+        err.into()
+    }
+}

@@ -1,0 +1,330 @@
+//! The HTTP API in the shape of Heroku's Platform API v3, as Remind's Empire served it,
+//! so `emp` and Heroku-style clients work. A thin face over [`Platform`]: every handler
+//! parses, authenticates, calls the service and serializes; errors map to statuses in
+//! [`error`]. The document `docs/openapi.yaml` describes every route registered here
+//! (a test checks both ways) and is served at `GET /openapi.yaml`.
+
+mod account;
+mod apps;
+mod collaborators;
+mod deploys;
+mod domains;
+mod dynos;
+pub mod error;
+mod extract;
+mod logs;
+pub mod range;
+mod releases;
+mod resources;
+mod run;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use empire_core::service::Platform;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::error::ApiError;
+use self::range::{ListRange, Ranged, paginate};
+use self::resources::AppUrls;
+pub use self::run::LEGACY_ATTACH_UPGRADE;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
+/// What the API needs besides the service layer.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// Where apps answer: `http://{app}.localhost:8000/` (`{app}` is replaced).
+    pub app_url_template: Option<String>,
+    /// The port of the SSH git server, for `git_url`.
+    pub ssh_port: u16,
+}
+
+/// The state every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    platform: Arc<Platform>,
+    config: Arc<ApiConfig>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// Wires the API over the service layer. `shutdown` ends the streams that would
+    /// otherwise go on (following logs).
+    pub fn new(platform: Arc<Platform>, config: ApiConfig, shutdown: CancellationToken) -> Self {
+        ApiState {
+            platform,
+            config: Arc::new(config),
+            tasks: TaskTracker::new(),
+            shutdown,
+        }
+    }
+
+    /// The operations the API started (deploys, config changes, scaling, restarts,
+    /// rollbacks), for a shutdown to wait for: close it, then wait.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    fn urls(&self, headers: &HeaderMap) -> AppUrls {
+        AppUrls {
+            web_template: self.config.app_url_template.clone(),
+            host: extract::request_host(headers),
+            ssh_port: self.config.ssh_port,
+        }
+    }
+}
+
+/// A router that remembers which method and path it registered, so the OpenAPI
+/// document can be checked against it.
+pub struct Routes {
+    router: Router<ApiState>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Routes {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    fn on<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+        self.table.push((method, path));
+        self.router = self.router.route(path, on(filter, handler));
+        self
+    }
+
+    /// The (method, path) pairs registered, paths in axum's and OpenAPI's `{param}` form.
+    pub fn table(&self) -> &[(Method, &'static str)] {
+        &self.table
+    }
+}
+
+/// Every route of the server.
+pub fn routes() -> Routes {
+    use Method as M;
+    Routes::new()
+        .on(M::GET, "/health", || async { "ok\n" })
+        .on(M::GET, "/openapi.yaml", openapi)
+        // Apps
+        .on(M::GET, "/apps", apps::list)
+        .on(M::POST, "/apps", apps::create)
+        .on(M::POST, "/organizations/apps", apps::create)
+        .on(M::GET, "/apps/{app}", apps::info)
+        .on(M::DELETE, "/apps/{app}", apps::destroy)
+        // Config
+        .on(M::GET, "/apps/{app}/config-vars", releases::config)
+        .on(M::PATCH, "/apps/{app}/config-vars", releases::set_config)
+        .on(
+            M::GET,
+            "/apps/{app}/config-vars/{version}",
+            releases::config_of,
+        )
+        // Releases
+        .on(M::GET, "/apps/{app}/releases", releases::list)
+        .on(M::POST, "/apps/{app}/releases", releases::rollback)
+        .on(M::GET, "/apps/{app}/releases/{version}", releases::info)
+        .on(M::GET, "/apps/{app}/releases/{version}/log", releases::log)
+        // Deploys
+        .on(M::POST, "/apps/{app}/deploys", deploys::deploy_app)
+        .on(M::POST, "/deploys", deploys::deploy)
+        // Processes
+        .on(M::GET, "/apps/{app}/dynos", dynos::list)
+        .on(M::POST, "/apps/{app}/dynos", run::create)
+        .on(M::DELETE, "/apps/{app}/dynos", dynos::restart_all)
+        .on(M::DELETE, "/apps/{app}/dynos/{dyno}", dynos::restart)
+        .on(M::GET, "/apps/{app}/formation", dynos::formation)
+        .on(M::PATCH, "/apps/{app}/formation", dynos::scale)
+        // Logs
+        .on(M::POST, "/apps/{app}/log-sessions", logs::create)
+        // Domains
+        .on(M::GET, "/apps/{app}/domains", domains::list)
+        .on(M::POST, "/apps/{app}/domains", domains::create)
+        .on(
+            M::DELETE,
+            "/apps/{app}/domains/{hostname}",
+            domains::destroy,
+        )
+        // Access
+        .on(M::GET, "/apps/{app}/collaborators", collaborators::list)
+        .on(M::POST, "/apps/{app}/collaborators", collaborators::create)
+        .on(
+            M::PUT,
+            "/apps/{app}/collaborators/{user}",
+            collaborators::put,
+        )
+        .on(
+            M::DELETE,
+            "/apps/{app}/collaborators/{user}",
+            collaborators::destroy,
+        )
+        // Account
+        .on(M::GET, "/account", account::info)
+        .on(M::GET, "/account/keys", account::keys)
+        .on(M::POST, "/account/keys", account::add_key)
+        .on(M::DELETE, "/account/keys/{key}", account::remove_key)
+        .on(M::POST, "/oauth/authorizations", account::authorize)
+}
+
+/// The API as a router, ready to serve.
+pub fn router(state: ApiState) -> Router {
+    let routes = routes();
+    tracing::debug!(routes = routes.table().len(), "serving the API");
+    routes
+        .router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(extract::check_accept))
+        .with_state(state)
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        )],
+        OPENAPI_YAML,
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such route: {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A JSON answer with a status.
+pub(crate) fn json(status: StatusCode, value: Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// A list answer: paged when the request has a `Range` (206 with `Next-Range` while more
+/// follow), whole otherwise.
+pub(crate) fn list<T: Ranged>(
+    headers: &HeaderMap,
+    items: Vec<T>,
+    render: impl Fn(&T) -> Value,
+) -> Result<Response, ApiError> {
+    let range = ListRange::from_headers(headers)?;
+    let page = paginate(items, range.as_ref())?;
+    let body = Value::Array(page.items.iter().map(render).collect());
+    Ok(match page.next_range {
+        Some(next) => {
+            let mut response = json(StatusCode::PARTIAL_CONTENT, body);
+            if let Ok(value) = HeaderValue::from_str(&next) {
+                response.headers_mut().insert("next-range", value);
+            }
+            response
+        }
+        None => json(StatusCode::OK, body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every route the server registers is in docs/openapi.yaml, and every operation of
+    /// the document is a registered route.
+    #[test]
+    fn the_openapi_document_lists_exactly_the_registered_routes() {
+        let doc: serde_norway::Value =
+            serde_norway::from_str(OPENAPI_YAML).expect("docs/openapi.yaml is YAML");
+        assert!(
+            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+            "docs/openapi.yaml is not an OpenAPI 3 document"
+        );
+        let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_mapping().expect("paths") {
+            let path = path.as_str().expect("path").to_string();
+            for (method, _) in item.as_mapping().expect("path item") {
+                let method = method.as_str().expect("method");
+                if methods.contains(&method) {
+                    documented.insert((method.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+        let registered: BTreeSet<(String, String)> = routes()
+            .table()
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let undocumented: Vec<_> = registered.difference(&documented).collect();
+        let unregistered: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from docs/openapi.yaml: {undocumented:?}"
+        );
+        assert!(
+            unregistered.is_empty(),
+            "docs/openapi.yaml documents routes the server does not have: {unregistered:?}"
+        );
+    }
+
+    /// Every `$ref` in the document points at a schema that exists.
+    #[test]
+    fn the_openapi_references_resolve() {
+        let doc: serde_norway::Value = serde_norway::from_str(OPENAPI_YAML).unwrap();
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for reference in refs {
+            let mut node = &doc;
+            for part in reference.trim_start_matches("#/").split('/') {
+                node = &node[part];
+            }
+            assert!(!node.is_null(), "{reference} does not resolve");
+        }
+    }
+
+    fn collect_refs(node: &serde_norway::Value, out: &mut Vec<String>) {
+        match node {
+            serde_norway::Value::Mapping(map) => {
+                for (key, value) in map {
+                    if key.as_str() == Some("$ref") {
+                        out.push(value.as_str().expect("$ref is text").to_string());
+                    } else {
+                        collect_refs(value, out);
+                    }
+                }
+            }
+            serde_norway::Value::Sequence(items) => {
+                for item in items {
+                    collect_refs(item, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
