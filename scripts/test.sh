@@ -9,6 +9,7 @@ ensure_packages $RUNTIME_PACKAGES $TEST_PACKAGES
 ensure_docker
 ensure_rust
 scripts/base-images.sh
+scripts/stack-images.sh
 log "Checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

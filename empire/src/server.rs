@@ -46,6 +46,17 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     let builder = DockerBuilder::connect()
         .await
         .context("connecting the builder to the Docker engine")?;
+    let mut buildpacks = builder.buildpack_config().clone();
+    if let Some(image) = &settings.stack_build_image {
+        buildpacks.build_image = image.clone();
+    }
+    if let Some(image) = &settings.stack_run_image {
+        buildpacks.run_image = image.clone();
+    }
+    if let Some(dir) = &settings.buildpacks_dir {
+        buildpacks.buildpacks_dir = dir.clone();
+    }
+    let builder = builder.with_buildpack_config(buildpacks);
     let pipeline = Arc::new(DeployPipeline::new(
         store.clone(),
         Arc::new(builder),

@@ -21,6 +21,26 @@ use crate::error::{DeployerError, docker_message, docker_status};
 /// The process type that receives HTTP traffic.
 pub(crate) const ROUTED_PROCESS: &str = "web";
 
+/// The image label of images whose ENTRYPOINT is a launcher that takes the command.
+pub(crate) const LAUNCHER_LABEL: &str = "empire.launcher";
+
+/// The ENTRYPOINT and CMD of a process's containers. A command runs through the shell so
+/// `$PORT` expands as on Heroku; a launcher image keeps its ENTRYPOINT and gets the
+/// command as its CMD (the launcher runs it with the shell after its own set-up); without
+/// a command the image's own ENTRYPOINT and CMD run.
+pub(crate) fn entrypoint_and_cmd(
+    command: Option<&str>,
+    launcher: bool,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    match command.map(str::trim) {
+        Some(command) if !command.is_empty() => {
+            let entrypoint = (!launcher).then(|| vec!["/bin/sh".to_string(), "-c".to_string()]);
+            (entrypoint, Some(vec![command.to_string()]))
+        }
+        _ => (None, None),
+    }
+}
+
 /// The container port every process listens on, as Docker names it.
 pub(crate) fn port_key() -> String {
     format!("{DEFAULT_PORT}/tcp")
@@ -157,14 +177,34 @@ impl Engine {
         })
     }
 
+    /// Whether `image` starts its processes through a launcher (a buildpack image, label
+    /// `empire.launcher=true`): then a process's command is passed to the image's own
+    /// ENTRYPOINT. An image that cannot be inspected counts as no launcher (creating its
+    /// containers reports the problem).
+    pub(crate) async fn uses_launcher(&self, image: &str) -> bool {
+        match self.docker.inspect_image(image).await {
+            Ok(inspect) => inspect
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|labels| labels.get(LAUNCHER_LABEL).cloned())
+                .is_some_and(|v| v == "true"),
+            Err(err) => {
+                debug!(image, error = %err, "inspecting the image for a launcher");
+                false
+            }
+        }
+    }
+
     /// Creates (without starting) instance `n` of `process`. Routed processes get their
-    /// port published on 127.0.0.1 with an ephemeral host port.
+    /// port published on 127.0.0.1 with an ephemeral host port. `launcher`: the image's
+    /// ENTRYPOINT is a launcher (see [`Engine::uses_launcher`]).
     pub(crate) async fn create(
         &self,
         spec: &DeploySpec,
         process: &ProcessSpec,
         n: u32,
         deploy_id: &str,
+        launcher: bool,
     ) -> Result<String, DeployerError> {
         let app = spec.app.as_str();
         let instance = format!("{}.{n}", process.name);
@@ -184,15 +224,7 @@ impl Engine {
         env.insert("DYNO".into(), instance.clone());
         let env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
 
-        // A command runs through the shell so `$PORT` expands as on Heroku; without one
-        // the image's own ENTRYPOINT and CMD run.
-        let (entrypoint, cmd) = match process.command.as_deref().map(str::trim) {
-            Some(command) if !command.is_empty() => (
-                Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
-                Some(vec![command.to_string()]),
-            ),
-            _ => (None, None),
-        };
+        let (entrypoint, cmd) = entrypoint_and_cmd(process.command.as_deref(), launcher);
 
         let labels = HashMap::from([
             (self.labels.gateway(), self.namespace.clone()),
@@ -369,6 +401,22 @@ pub(crate) fn short_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn launcher_images_keep_their_entrypoint() {
+        let sh = Some(vec!["/bin/sh".to_string(), "-c".to_string()]);
+        let cmd = Some(vec!["web --port $PORT".to_string()]);
+        assert_eq!(
+            entrypoint_and_cmd(Some(" web --port $PORT "), false),
+            (sh, cmd.clone())
+        );
+        assert_eq!(
+            entrypoint_and_cmd(Some("web --port $PORT"), true),
+            (None, cmd)
+        );
+        assert_eq!(entrypoint_and_cmd(Some("  "), true), (None, None));
+        assert_eq!(entrypoint_and_cmd(None, false), (None, None));
+    }
 
     #[test]
     fn sanitizes_names() {

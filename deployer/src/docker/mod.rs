@@ -321,11 +321,12 @@ impl Inner {
             engine: engine.clone(),
             ids: Vec::new(),
         };
+        let launcher = engine.uses_launcher(&spec.image).await;
         let mut started = Vec::new();
         for process in processes {
             for n in 1..=process.quantity {
                 let label = format!("{}.{n}", process.name);
-                let id = match engine.create(spec, process, n, &deploy_id).await {
+                let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
                     Ok(id) => id,
                     Err(err) => {
                         drop(watcher);
@@ -683,6 +684,8 @@ impl Inner {
             let deploy_id = uuid::Uuid::new_v4().simple().to_string();
             let mut active = HashSet::new();
             let mut kept = HashSet::new();
+            // Inspected once, when the first missing container is recreated.
+            let mut launcher_image: Option<bool> = None;
             for process in spec.processes.iter().filter(|p| p.quantity > 0) {
                 for n in 1..=process.quantity {
                     let label = format!("{}.{n}", process.name);
@@ -708,7 +711,11 @@ impl Inner {
                         }
                     }
                     info!(app, instance = %label, release = spec.release, "recreating a missing process");
-                    match engine.create(spec, process, n, &deploy_id).await {
+                    let launcher = match launcher_image {
+                        Some(known) => known,
+                        None => *launcher_image.insert(engine.uses_launcher(&spec.image).await),
+                    };
+                    match engine.create(spec, process, n, &deploy_id, launcher).await {
                         Ok(id) => {
                             active.insert(id.clone());
                             if let Err(err) = engine.start(&id, &label).await {
