@@ -9,6 +9,7 @@ ensure_packages $RUNTIME_PACKAGES
 ensure_docker
 ensure_rust
 scripts/base-images.sh
+scripts/stack-images.sh
 log "Building target/release/empire"
 cargo build --release --locked -p empire
 exec target/release/empire server "$@"

@@ -9,6 +9,9 @@ ensure_packages $RUNTIME_PACKAGES $TEST_PACKAGES
 ensure_docker
 ensure_rust
 scripts/base-images.sh
+scripts/stack-images.sh
+EMPIRE_TEST_DATABASE_URL=$(scripts/postgres.sh)
+export EMPIRE_TEST_DATABASE_URL
 log "Checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -40,6 +40,11 @@ pub struct Prepared {
     pub procfile: Option<String>,
     /// The commit id shortened to seven characters.
     pub short: String,
+    /// Whether the commit has a `Dockerfile` at its root (else it is built with
+    /// buildpacks, and `.dockerignore` does not apply).
+    pub dockerfile: bool,
+    /// The commit's `.buildpacks` file, if it has one.
+    pub buildpacks_file: Option<String>,
 }
 
 /// Shortens a commit id for messages.
@@ -47,8 +52,8 @@ pub fn short(commit: &str) -> String {
     commit.chars().take(7).collect()
 }
 
-/// Opens the repository with its extra object directories, finds the commit, checks that
-/// it has a Dockerfile and reads its Procfile and `.dockerignore`.
+/// Opens the repository with its extra object directories, finds the commit, checks
+/// whether it has a Dockerfile and reads its Procfile, `.dockerignore` and `.buildpacks`.
 pub fn prepare(
     repo_path: &Path,
     object_dirs: &[PathBuf],
@@ -60,7 +65,16 @@ pub fn prepare(
     })?;
     add_object_dirs(&repo, repo_path, object_dirs)?;
 
-    let (tree, mtime, short, procfile, ignore) = inspect_commit(&repo, repo_path, commit)?;
+    let facts = inspect_commit(&repo, repo_path, commit)?;
+    let CommitFacts {
+        tree,
+        mtime,
+        short,
+        procfile,
+        ignore,
+        dockerfile,
+        buildpacks_file,
+    } = facts;
     Ok(Prepared {
         source: Source {
             repo,
@@ -71,11 +85,21 @@ pub fn prepare(
         },
         procfile,
         short,
+        dockerfile,
+        buildpacks_file,
     })
 }
 
-/// The commit's tree, time, short id, Procfile and `.dockerignore`.
-type CommitFacts = (Oid, u64, String, Option<String>, DockerIgnore);
+/// What [`inspect_commit`] learnt.
+struct CommitFacts {
+    tree: Oid,
+    mtime: u64,
+    short: String,
+    procfile: Option<String>,
+    ignore: DockerIgnore,
+    dockerfile: bool,
+    buildpacks_file: Option<String>,
+}
 
 fn inspect_commit(
     repo: &Repository,
@@ -102,12 +126,9 @@ fn inspect_commit(
     })?;
     let mtime = u64::try_from(found.time().seconds()).unwrap_or(0);
 
-    let has_dockerfile = tree
+    let dockerfile = tree
         .get_name("Dockerfile")
         .is_some_and(|entry| entry.kind() == Some(ObjectType::Blob));
-    if !has_dockerfile {
-        return Err(BuilderError::NoDockerfile { commit: short });
-    }
 
     let procfile = match read_root_file(repo, &tree, "Procfile", &short)? {
         None => None,
@@ -120,7 +141,12 @@ fn inspect_commit(
         }
     };
 
-    let mut ignore = match read_root_file(repo, &tree, ".dockerignore", &short)? {
+    let dockerignore = if dockerfile {
+        read_root_file(repo, &tree, ".dockerignore", &short)?
+    } else {
+        None
+    };
+    let mut ignore = match dockerignore {
         None => DockerIgnore::default(),
         Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes)).map_err(|source| {
             BuilderError::DockerIgnore {
@@ -129,10 +155,23 @@ fn inspect_commit(
             }
         })?,
     };
-    ignore.always_include(".dockerignore");
-    ignore.always_include("Dockerfile");
+    if dockerfile {
+        ignore.always_include(".dockerignore");
+        ignore.always_include("Dockerfile");
+    }
 
-    Ok((tree.id(), mtime, short, procfile, ignore))
+    let buildpacks_file = read_root_file(repo, &tree, ".buildpacks", &short)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+
+    Ok(CommitFacts {
+        tree: tree.id(),
+        mtime,
+        short,
+        procfile,
+        ignore,
+        dockerfile,
+        buildpacks_file,
+    })
 }
 
 fn add_object_dirs(
@@ -644,15 +683,20 @@ mod tests {
 
     #[test]
     fn prepare_reports_user_errors() {
-        let (_dir, bare, commit) = repo(&[("README", "no dockerfile")], |_| {});
-        let err = prepare(&bare, &[], &commit).err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "no Dockerfile in {}: add a Dockerfile (buildpack builds are not available yet)",
-                &commit[..7]
-            )
+        let (_dir, bare, commit) = repo(
+            &[
+                ("README", "no dockerfile"),
+                (".dockerignore", "[oops\n"),
+                (".buildpacks", "python\n"),
+            ],
+            |_| {},
         );
+        // Without a Dockerfile the commit is built with buildpacks: `.dockerignore`
+        // does not apply (so its bad pattern is no error) and `.buildpacks` is read.
+        let prepared = prepare(&bare, &[], &commit).ok().unwrap();
+        assert!(!prepared.dockerfile);
+        assert_eq!(prepared.buildpacks_file.as_deref(), Some("python\n"));
+        assert!(prepared.source.ignore.is_empty());
 
         let missing = "0123456789abcdef0123456789abcdef01234567";
         let err = prepare(&bare, &[], missing).err().unwrap();

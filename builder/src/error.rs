@@ -60,12 +60,6 @@ pub enum BuilderError {
         #[source]
         source: git2::Error,
     },
-    /// The commit has no `Dockerfile` at its root.
-    #[error("no Dockerfile in {commit}: add a Dockerfile (buildpack builds are not available yet)")]
-    NoDockerfile {
-        /// The short commit id.
-        commit: String,
-    },
     /// The commit's `Procfile` is not UTF-8 text.
     #[error("the Procfile in {commit} is not valid UTF-8 text")]
     ProcfileNotUtf8 {
@@ -114,19 +108,23 @@ pub enum BuilderError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A buildpack build failed (no buildpack detected, a failed compile, a missing
+    /// stack image, …).
+    #[error(transparent)]
+    Buildpack(#[from] crate::buildpack::BuildpackError),
     /// A background task of the build panicked or was cancelled.
     #[error("build task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
 impl BuilderError {
-    /// Whether the user can fix this by changing what they push (a bad commit, a missing
-    /// Dockerfile, a failing Dockerfile step), as opposed to a fault of the engine or the
-    /// gateway.
+    /// Whether the user can fix this by changing what they push (a bad commit, a failing
+    /// Dockerfile step or buildpack, an undetected app), as opposed to a fault of the
+    /// engine or the gateway.
     pub fn is_user_error(&self) -> bool {
         match self {
+            BuilderError::Buildpack(err) => err.is_user_error(),
             BuilderError::Commit { .. }
-            | BuilderError::NoDockerfile { .. }
             | BuilderError::ProcfileNotUtf8 { .. }
             | BuilderError::DockerIgnore { .. }
             | BuilderError::Step(_) => true,

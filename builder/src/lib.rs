@@ -1,5 +1,9 @@
 //! Empire builder: turns a pushed commit into a container image on the Docker engine.
 //!
+//! A commit with a `Dockerfile` at its root is built with it; any other commit is built
+//! with buildpacks (the Heroku buildpack API v2) in the build stack image, its slug landing
+//! in the run stack image (see [`slug`], [`buildpack`] and [`stack`]).
+//!
 //! The build context is read straight from the app's bare repository (and a push's
 //! quarantine object directories) with git2, filtered by the commit's `.dockerignore`,
 //! and streamed to the engine as a tar while it is produced. Docker's output is relayed
@@ -21,12 +25,17 @@ use empire_core::progress::Progress;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+pub mod buildpack;
 mod context;
 pub mod dockerignore;
 mod error;
 pub mod lines;
+pub mod slug;
+pub mod stack;
 
 pub use error::BuilderError;
+pub use slug::cache_volume_name;
+pub use stack::{BuildpackConfig, STACK_BUILD_IMAGE, STACK_RUN_IMAGE};
 
 use crate::lines::LineSplitter;
 
@@ -47,6 +56,7 @@ pub fn image_tag(app: &str, version: u32) -> String {
 #[derive(Debug, Clone)]
 pub struct DockerBuilder {
     docker: Docker,
+    buildpacks: std::sync::Arc<BuildpackConfig>,
 }
 
 impl DockerBuilder {
@@ -77,7 +87,22 @@ impl DockerBuilder {
 
     /// Wraps a client the caller already has, so the binary can share one.
     pub fn from_docker(docker: Docker) -> Self {
-        DockerBuilder { docker }
+        DockerBuilder {
+            docker,
+            buildpacks: std::sync::Arc::new(BuildpackConfig::default()),
+        }
+    }
+
+    /// Uses these stack images, shipped buildpacks and CA bundle for buildpack builds
+    /// (the defaults are [`BuildpackConfig::default`]).
+    pub fn with_buildpack_config(mut self, config: BuildpackConfig) -> Self {
+        self.buildpacks = std::sync::Arc::new(config);
+        self
+    }
+
+    /// How buildpack builds are set up.
+    pub fn buildpack_config(&self) -> &BuildpackConfig {
+        &self.buildpacks
     }
 
     /// The client this builder uses.
@@ -101,10 +126,16 @@ impl DockerBuilder {
             context::prepare(&repo_path, &object_dirs, &commit)
         })
         .await??;
+        if !prepared.dockerfile {
+            return self
+                .build_with_buildpacks(request, prepared, progress)
+                .await;
+        }
         let context::Prepared {
             source,
             procfile,
             short,
+            ..
         } = prepared;
 
         let step = progress.step("Building image from Dockerfile");
@@ -190,7 +221,19 @@ impl ImageBuilder for DockerBuilder {
         request: &BuildRequest,
         progress: &Progress,
     ) -> empire_core::Result<BuiltImage> {
-        Ok(self.build_image(request, progress).await?)
+        let result = self.build_image(request, progress).await;
+        // Whatever happened, leave no untagged images of this app's builds behind.
+        self.prune_dangling(request.app.as_str()).await;
+        Ok(result?)
+    }
+
+    async fn prune(
+        &self,
+        app: &empire_core::app::AppName,
+        keep: &[u32],
+    ) -> empire_core::Result<()> {
+        self.prune_images(app, keep).await?;
+        Ok(())
     }
 }
 

@@ -502,24 +502,6 @@ async fn a_dockerfile_syntax_error_is_a_build_error() {
 }
 
 #[tokio::test]
-async fn a_commit_without_a_dockerfile_is_a_clear_error() {
-    let app = TestApp::new();
-    let repo = Repo::new(&[("index.php", b"<?php echo 'hi';\n", false)]);
-    let (result, recorder) = build(&app, &app.request(&repo, 1)).await;
-    match result {
-        Err(Error::Build(message)) => assert_eq!(
-            message,
-            format!(
-                "no Dockerfile in {}: add a Dockerfile (buildpack builds are not available yet)",
-                repo.short()
-            )
-        ),
-        other => panic!("expected a build error, got {other:?}"),
-    }
-    assert!(recorder.lines().is_empty(), "{:#?}", recorder.lines());
-}
-
-#[tokio::test]
 async fn a_procfile_that_is_not_utf8_is_rejected() {
     let app = TestApp::new();
     let repo = Repo::new(&[

@@ -45,4 +45,10 @@ pub trait ImageBuilder: Send + Sync {
     /// Builds the commit, streaming its output to `progress` line by line as it comes.
     /// A failing build returns [`crate::Error::Build`] with the reason.
     async fn build(&self, request: &BuildRequest, progress: &Progress) -> Result<BuiltImage>;
+
+    /// Removes the app's local images except those of the releases in `keep`. Builders
+    /// that keep no local images have nothing to prune.
+    async fn prune(&self, _app: &AppName, _keep: &[u32]) -> Result<()> {
+        Ok(())
+    }
 }

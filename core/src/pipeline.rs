@@ -357,11 +357,15 @@ impl DeployPipeline {
             .build_and_roll_out(request, &plan, version, &progress, cancel)
             .await;
         let result = match result {
-            Ok(()) => self
-                .store
-                .set_release_status(app, version, ReleaseStatus::Succeeded, None)
-                .await
-                .map(|()| {
+            Ok(()) => {
+                let recorded = self
+                    .store
+                    .set_release_status(app, version, ReleaseStatus::Succeeded, None)
+                    .await;
+                if recorded.is_ok() {
+                    self.prune_images(app).await;
+                }
+                recorded.map(|()| {
                     let url = self.url(app);
                     let step = progress.step(format!("Released v{version}"));
                     if let Some(url) = &url {
@@ -372,7 +376,8 @@ impl DeployPipeline {
                         release: version,
                         url,
                     }
-                }),
+                })
+            }
             Err(err) => {
                 self.record_failure(app, version, plan.keep_failed, &err)
                     .await;
@@ -386,6 +391,26 @@ impl DeployPipeline {
         };
         log.finish().await;
         result
+    }
+
+    /// Removes the app's local images beyond the newest [`KEEP_IMAGES`] releases that
+    /// served (the current one always among them). A failure is logged, never fatal.
+    async fn prune_images(&self, app: &AppName) {
+        let keep: Vec<u32> = match self.store.releases(app).await {
+            Ok(releases) => releases
+                .iter()
+                .filter(|r| r.status == ReleaseStatus::Succeeded)
+                .take(KEEP_IMAGES)
+                .map(|r| r.version)
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%app, %err, "listing releases to prune images");
+                return;
+            }
+        };
+        if let Err(err) = self.builder.prune(app, &keep).await {
+            tracing::warn!(%app, %err, "pruning old images");
+        }
     }
 
     /// Marks a release failed, or deletes it when the deploy records no failed release
@@ -590,6 +615,9 @@ impl DeployPipeline {
         }
     }
 }
+
+/// How many of an app's newest successful releases keep their local image.
+pub const KEEP_IMAGES: usize = 5;
 
 /// The process type that runs once per deploy instead of as a service.
 pub const RELEASE_PROCESS: &str = "release";

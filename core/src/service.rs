@@ -132,12 +132,7 @@ impl Platform {
 
     /// Creates an API token for `user`.
     pub async fn create_token(&self, user: &str, description: &str) -> Result<NewToken> {
-        let secret = new_token_secret();
-        let token = self
-            .store
-            .create_token(user, &token_digest(&secret), description)
-            .await?;
-        Ok(NewToken { token, secret })
+        issue_token(self.store.as_ref(), user, description).await
     }
 
     /// The actor's SSH keys.
@@ -735,6 +730,16 @@ impl Platform {
         }
         self.store.events(app, limit).await
     }
+}
+
+/// Creates an API token for `user` in `store`: a long random secret, stored only as its
+/// SHA-256 digest, so checking one costs a digest and an index lookup.
+pub async fn issue_token(store: &dyn Store, user: &str, description: &str) -> Result<NewToken> {
+    let secret = new_token_secret();
+    let token = store
+        .create_token(user, &token_digest(&secret), description)
+        .await?;
+    Ok(NewToken { token, secret })
 }
 
 /// The SHA-256 hex digest under which a token's secret is stored.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use empire_core::Error;
-use empire_core::service::token_digest;
+use empire_core::service::issue_token;
 use empire_core::store::{SqliteStore, Store};
 
 use crate::config::{GlobalArgs, data_dir};
@@ -151,16 +151,8 @@ pub async fn tokens(global: &GlobalArgs, command: TokensCommand) -> Result<()> {
                 }
                 Err(err) => return Err(err.into()),
             }
-            // Same form as the tokens the API creates: `emp_` and 64 random hex digits.
-            let secret = format!(
-                "emp_{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            store
-                .create_token(&user, &token_digest(&secret), &description)
-                .await?;
-            println!("{secret}");
+            let token = issue_token(store.as_ref(), &user, &description).await?;
+            println!("{}", token.secret);
             eprintln!(
                 "Created an API token for {user}; it is shown only this once. Use it as the \
                  password of HTTP Basic auth (a .netrc entry) or as `Authorization: Bearer <token>`."

@@ -53,6 +53,15 @@ pub struct ServerArgs {
     /// How long SIGTERM waits for running deploys before exiting (e.g. `5m`).
     #[arg(long, env = "EMPIRE_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
+    /// The image buildpacks compile in (built by scripts/stack-images.sh).
+    #[arg(long, env = "EMPIRE_STACK_BUILD_IMAGE")]
+    pub stack_build_image: Option<String>,
+    /// The image buildpack apps run on.
+    #[arg(long, env = "EMPIRE_STACK_RUN_IMAGE")]
+    pub stack_run_image: Option<String>,
+    /// The directory of shipped buildpacks (the repository's `buildpacks/`).
+    #[arg(long, env = "EMPIRE_BUILDPACKS_DIR")]
+    pub buildpacks_dir: Option<PathBuf>,
 }
 
 /// The `--config` file.
@@ -70,6 +79,9 @@ struct FileConfig {
     lock_timeout: Option<String>,
     boot_timeout: Option<String>,
     drain_timeout: Option<String>,
+    stack_build_image: Option<String>,
+    stack_run_image: Option<String>,
+    buildpacks_dir: Option<PathBuf>,
 }
 
 /// Which scheduler backend runs releases.
@@ -93,6 +105,9 @@ pub struct ServerSettings {
     pub lock_timeout: Duration,
     pub boot_timeout: Duration,
     pub drain_timeout: Duration,
+    pub stack_build_image: Option<String>,
+    pub stack_run_image: Option<String>,
+    pub buildpacks_dir: Option<PathBuf>,
 }
 
 fn read_file_config(path: Option<&Path>) -> Result<FileConfig> {
@@ -169,6 +184,9 @@ impl ServerSettings {
                 args.drain_timeout.or(file.drain_timeout).as_deref(),
                 Duration::from_secs(5 * 60),
             )?,
+            stack_build_image: args.stack_build_image.or(file.stack_build_image),
+            stack_run_image: args.stack_run_image.or(file.stack_run_image),
+            buildpacks_dir: args.buildpacks_dir.or(file.buildpacks_dir),
         })
     }
 }

@@ -52,9 +52,20 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     let builder = DockerBuilder::connect()
         .await
         .context("connecting the builder to the Docker engine")?;
+    let mut buildpacks = builder.buildpack_config().clone();
+    if let Some(image) = &settings.stack_build_image {
+        buildpacks.build_image = image.clone();
+    }
+    if let Some(image) = &settings.stack_run_image {
+        buildpacks.run_image = image.clone();
+    }
+    if let Some(dir) = &settings.buildpacks_dir {
+        buildpacks.buildpacks_dir = dir.clone();
+    }
+    let builder = Arc::new(builder.with_buildpack_config(buildpacks));
     let pipeline = Arc::new(DeployPipeline::new(
         store.clone(),
-        Arc::new(builder),
+        builder.clone(),
         scheduler.clone(),
         PipelineConfig {
             gateway_id: gateway_id.clone(),
@@ -73,6 +84,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         pipeline.clone(),
         Arc::new(AppFiles {
             repos_dir: settings.data_dir.join("repos"),
+            builder: builder.clone(),
         }),
     ));
     platform
@@ -160,14 +172,18 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// What an app keeps outside the store and the scheduler: its git repository.
+/// What an app keeps outside the store and the scheduler: its git repository, build
+/// cache and local images.
 struct AppFiles {
     repos_dir: std::path::PathBuf,
+    builder: Arc<DockerBuilder>,
 }
 
 #[async_trait]
 impl AppData for AppFiles {
     async fn remove(&self, app: &AppName) -> empire_core::Result<()> {
+        self.builder.remove_cache(app).await?;
+        self.builder.prune_images(app, &[]).await?;
         let repo = self.repos_dir.join(format!("{app}.git"));
         match tokio::fs::remove_dir_all(&repo).await {
             Ok(()) => Ok(()),
