@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use empire_core::Error;
 use empire_core::service::issue_token;
-use empire_core::store::{SqliteStore, Store};
+use empire_core::store::{PostgresStore, SqliteStore, Store};
 
-use crate::config::{GlobalArgs, data_dir};
+use crate::config::{GlobalArgs, StoreLocation, store_location};
 
 /// `empire keys …`
 #[derive(Debug, Subcommand)]
@@ -61,13 +61,20 @@ pub enum TokensCommand {
 
 /// Opens the store of the data dir that `global` names.
 pub async fn open_store(global: &GlobalArgs) -> Result<Arc<dyn Store>> {
-    let dir = data_dir(global)?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))?;
-    let store = SqliteStore::open(&dir.join("empire.db"))
-        .await
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
-    Ok(Arc::new(store))
+    match store_location(global)? {
+        StoreLocation::Sqlite(path) => {
+            let store = SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("opening the store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreLocation::Postgres(url) => {
+            let store = PostgresStore::connect(&url)
+                .await
+                .context("opening the PostgreSQL store (--database-url)")?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Runs `empire keys …`.

@@ -18,6 +18,15 @@ pub struct GlobalArgs {
     /// A TOML file with settings (keys named like the flags, with underscores).
     #[arg(long, env = "EMPIRE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Keep the store in PostgreSQL (`postgres://user@host/db`) instead of SQLite in the
+    /// data dir; several gateways can share one database.
+    #[arg(
+        long,
+        env = "EMPIRE_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 /// Flags of `empire server`.
@@ -69,6 +78,7 @@ pub struct ServerArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
     ssh_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
     router_listen: Option<SocketAddr>,
@@ -117,6 +127,24 @@ fn read_file_config(path: Option<&Path>) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in this file.
+    Sqlite(PathBuf),
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+/// The store: `--database-url` (flag, environment or file), else SQLite in the data dir.
+pub fn store_location(global: &GlobalArgs) -> Result<StoreLocation> {
+    let file = read_file_config(global.config.as_deref())?;
+    match global.database_url.clone().or(file.database_url) {
+        Some(url) => Ok(StoreLocation::Postgres(url)),
+        None => Ok(StoreLocation::Sqlite(data_dir(global)?.join("empire.db"))),
+    }
 }
 
 /// The data dir, absolute: flag or environment, else the config file, else `./.empire`.
@@ -244,6 +272,7 @@ mod tests {
         let global = GlobalArgs {
             data_dir: Some(dir.path().into()),
             config: Some(file),
+            database_url: None,
         };
         let args = ServerArgs {
             ssh_listen: Some("127.0.0.1:3300".parse().unwrap()),
