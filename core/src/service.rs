@@ -14,7 +14,7 @@ use crate::app::{App, AppName};
 use crate::domain::{Domain, normalize_hostname};
 use crate::error::{Error, Result};
 use crate::event::{Event, NewEvent};
-use crate::formation::{ProcessFormation, ScaleRequest};
+use crate::formation::{ProcessFormation, ProcessSize, ScaleRequest};
 use crate::pipeline::{
     DeployOutcome, DeployRequest, DeploySource, Pipeline, RELEASE_PROCESS, deploy_spec, size_of,
 };
@@ -562,13 +562,15 @@ impl Platform {
         Ok(())
     }
 
-    /// Runs a one-off process in the current release's image and config.
+    /// Runs a one-off process in the current release's image and config, at `size` or
+    /// else the formation's `run` size.
     pub async fn run(
         &self,
         actor: &User,
         app: &AppName,
         command: &str,
         tty: bool,
+        size: Option<ProcessSize>,
         io: Option<RunIo>,
     ) -> Result<RunOutcome> {
         let found = self.authorize(actor, app).await?;
@@ -586,7 +588,7 @@ impl Platform {
             image: release.image.clone().unwrap_or_default(),
             config: release.config.clone(),
             command: command.to_string(),
-            size: size_of(&formation, "run"),
+            size: size.unwrap_or_else(|| size_of(&formation, "run")),
             tty,
         };
         self.event(

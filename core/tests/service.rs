@@ -36,6 +36,7 @@ impl ImageBuilder for StandInBuilder {
 #[derive(Default)]
 struct StandInScheduler {
     scaled: Mutex<Vec<DeploySpec>>,
+    ran: Mutex<Vec<OneOffSpec>>,
     domains: Mutex<Vec<(String, Vec<String>)>>,
 }
 
@@ -68,7 +69,8 @@ impl Scheduler for StandInScheduler {
     ) -> Result<()> {
         Ok(())
     }
-    async fn run(&self, _spec: &OneOffSpec, _io: Option<RunIo>) -> Result<RunOutcome> {
+    async fn run(&self, spec: &OneOffSpec, _io: Option<RunIo>) -> Result<RunOutcome> {
+        self.ran.lock().unwrap().push(spec.clone());
         Ok(RunOutcome::Exited(0))
     }
     async fn logs(&self, _app: &AppName, _options: &LogOptions) -> Result<mpsc::Receiver<LogLine>> {
@@ -367,4 +369,34 @@ async fn tokens_authenticate_their_user_and_nothing_else() {
     );
     let err = w.platform.user_by_token("emp_wrong").await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_one_off_runs_in_the_current_release_at_the_size_asked_for() {
+    let w = world().await;
+    let err = w
+        .platform
+        .run(&w.alice, &w.app, "date", false, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "no release yet: {err}");
+    deploy_image(&w).await;
+    w.platform
+        .run(&w.alice, &w.app, "date", false, None, None)
+        .await
+        .unwrap();
+    w.platform
+        .run(&w.alice, &w.app, "date", false, Some(ProcessSize::PX), None)
+        .await
+        .unwrap();
+    let ran = w.scheduler.ran.lock().unwrap().clone();
+    assert_eq!(ran[0].size, ProcessSize::X1);
+    assert_eq!(ran[1].size, ProcessSize::PX);
+    assert_eq!(ran[1].image, "empire/busybox");
+    let err = w
+        .platform
+        .run(&w.bob, &w.app, "date", false, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err}");
 }

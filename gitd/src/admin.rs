@@ -1304,7 +1304,7 @@ impl Exec {
         if detach {
             let outcome = self
                 .platform
-                .run(&self.actor, app, command, false, None)
+                .run(&self.actor, app, command, false, None, None)
                 .await?;
             return Ok(match outcome {
                 RunOutcome::Detached { name, .. } => {
@@ -1330,7 +1330,9 @@ impl Exec {
             output: Box::new(NoShutdown(inv.writer.make_writer())),
             resize: if tty { inv.resize.take() } else { None },
         };
-        let running = self.platform.run(&self.actor, app, command, tty, Some(io));
+        let running = self
+            .platform
+            .run(&self.actor, app, command, tty, None, Some(io));
         tokio::pin!(running);
         let outcome = tokio::select! {
             outcome = &mut running => outcome,

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use empire_core::formation::ProcessSize;
 use empire_core::scheduler::{RunIo, RunOutcome};
@@ -76,15 +76,7 @@ pub async fn create(
         .map_err(|err| ApiError::bad_request(format!("reading the request body: {err}")))?;
     let form: RunForm = parse_json(&bytes)?;
     let command = form.command.clone().unwrap_or_default();
-    let warning = match &form.size {
-        Some(size) => {
-            let size = ProcessSize::parse(size)?;
-            Some(format!(
-                "one-off processes run at the size of the app's run formation; size {size} was not applied"
-            ))
-        }
-        None => None,
-    };
+    let size = form.size.as_deref().map(ProcessSize::parse).transpose()?;
 
     if !form.attach {
         let platform = state.platform.clone();
@@ -92,7 +84,7 @@ pub async fn create(
         let outcome = state
             .detached(async move {
                 platform
-                    .run(&run_actor, &run_app, &run_command, false, None)
+                    .run(&run_actor, &run_app, &run_command, false, size, None)
                     .await
             })
             .await?;
@@ -103,12 +95,10 @@ pub async fn create(
             )));
         };
         let release = state.platform.app(&actor, &app).await?.current_release;
-        let mut response = json(
+        return Ok(json(
             StatusCode::CREATED,
             resources::detached_dyno(&name, &id, &command, release),
-        );
-        add_warning(response.headers_mut(), warning.as_deref());
-        return Ok(response);
+        ));
     }
 
     let upgrade = parts
@@ -138,8 +128,11 @@ pub async fn create(
     };
     let platform = state.platform.clone();
     // Not tracked: an interactive session does not hold up a shutdown.
-    let mut task =
-        tokio::spawn(async move { platform.run(&actor, &app, &command, tty, Some(io)).await });
+    let mut task = tokio::spawn(async move {
+        platform
+            .run(&actor, &app, &command, tty, size, Some(io))
+            .await
+    });
     // The scheduler touches the streams once the process runs; a run refused before
     // that is an ordinary error answer.
     let mut finished = None;
@@ -197,15 +190,7 @@ pub async fn create(
         }
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(RAW_STREAM));
-    add_warning(headers, warning.as_deref());
     Ok(response)
-}
-
-/// `X-Heroku-Warning`, which `emp` prints.
-fn add_warning(headers: &mut HeaderMap, warning: Option<&str>) {
-    if let Some(value) = warning.and_then(|w| HeaderValue::from_str(w).ok()) {
-        headers.insert("x-heroku-warning", value);
-    }
 }
 
 /// A stream that tells `started` the first time it is read or written.
