@@ -12,6 +12,10 @@ scripts/base-images.sh
 scripts/stack-images.sh
 EMPIRE_TEST_DATABASE_URL=$(scripts/postgres.sh)
 export EMPIRE_TEST_DATABASE_URL
+EMPIRE_TEST_REGISTRY=$(scripts/registry.sh 5000)
+EMPIRE_TEST_REGISTRY_BASIC=$(scripts/registry.sh 5001 --htpasswd empire:secret)
+EMPIRE_TEST_AWS_ENDPOINT=$(scripts/moto.sh 5555)
+export EMPIRE_TEST_REGISTRY EMPIRE_TEST_REGISTRY_BASIC EMPIRE_TEST_AWS_ENDPOINT
 log "Checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

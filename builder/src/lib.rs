@@ -8,6 +8,9 @@
 //! quarantine object directories) with git2, filtered by the commit's `.dockerignore`,
 //! and streamed to the engine as a tar while it is produced. Docker's output is relayed
 //! to the deploy's progress line by line as it comes.
+//!
+//! With a [`Registry`] ([`DockerBuilder::with_registry`]) every built image is pushed
+//! there and the build returns its digest reference (see [`registry`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -28,12 +31,16 @@ use tokio::sync::mpsc;
 pub mod buildpack;
 mod context;
 pub mod dockerignore;
+pub mod ecr;
 mod error;
 pub mod lines;
+pub mod registry;
 pub mod slug;
 pub mod stack;
 
+pub use ecr::EcrSettings;
 pub use error::BuilderError;
+pub use registry::{Registry, RegistryAuth, RegistryConfig, RegistryError};
 pub use slug::cache_volume_name;
 pub use stack::{BuildpackConfig, STACK_BUILD_IMAGE, STACK_RUN_IMAGE};
 
@@ -57,6 +64,8 @@ pub fn image_tag(app: &str, version: u32) -> String {
 pub struct DockerBuilder {
     docker: Docker,
     buildpacks: std::sync::Arc<BuildpackConfig>,
+    /// Where built images are pushed, if anywhere.
+    registry: Option<std::sync::Arc<Registry>>,
 }
 
 impl DockerBuilder {
@@ -90,7 +99,20 @@ impl DockerBuilder {
         DockerBuilder {
             docker,
             buildpacks: std::sync::Arc::new(BuildpackConfig::default()),
+            registry: None,
         }
+    }
+
+    /// Pushes every built image to this registry; builds then return the image's digest
+    /// reference, `<registry>/<prefix>/<app>@sha256:…`.
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(std::sync::Arc::new(registry));
+        self
+    }
+
+    /// The registry built images are pushed to, if any.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_deref()
     }
 
     /// Uses these stack images, shipped buildpacks and CA bundle for buildpack builds
@@ -224,7 +246,20 @@ impl ImageBuilder for DockerBuilder {
         let result = self.build_image(request, progress).await;
         // Whatever happened, leave no untagged images of this app's builds behind.
         self.prune_dangling(request.app.as_str()).await;
-        Ok(result?)
+        let built = result?;
+        let Some(registry) = &self.registry else {
+            return Ok(built);
+        };
+        let image = self
+            .push_to_registry(
+                registry,
+                request.app.as_str(),
+                request.version,
+                &built.image,
+                progress,
+            )
+            .await?;
+        Ok(BuiltImage { image, ..built })
     }
 
     async fn prune(
@@ -233,6 +268,7 @@ impl ImageBuilder for DockerBuilder {
         keep: &[u32],
     ) -> empire_core::Result<()> {
         self.prune_images(app, keep).await?;
+        self.prune_registry_tags(app, keep).await?;
         Ok(())
     }
 }

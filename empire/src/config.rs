@@ -71,6 +71,23 @@ pub struct ServerArgs {
     /// The directory of shipped buildpacks (the repository's `buildpacks/`).
     #[arg(long, env = "EMPIRE_BUILDPACKS_DIR")]
     pub buildpacks_dir: Option<PathBuf>,
+    /// Push every built image to this registry (`HOST[:PORT][/PREFIX]`) and deploy it by
+    /// digest.
+    #[arg(long, env = "EMPIRE_REGISTRY")]
+    pub registry: Option<String>,
+    /// How to authenticate to the registry: `none`, `basic` or `ecr` (default: `basic`
+    /// when a username is given, else `none`).
+    #[arg(long, env = "EMPIRE_REGISTRY_AUTH")]
+    pub registry_auth: Option<String>,
+    /// The registry username (`--registry-auth basic`).
+    #[arg(long, env = "EMPIRE_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+    /// The registry password (`--registry-auth basic`).
+    #[arg(long, env = "EMPIRE_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// `HOST:PORT` images are pushed to when it differs from the registry's name.
+    #[arg(long, env = "EMPIRE_REGISTRY_ENDPOINT")]
+    pub registry_endpoint: Option<String>,
 }
 
 /// The `--config` file.
@@ -92,6 +109,11 @@ struct FileConfig {
     stack_build_image: Option<String>,
     stack_run_image: Option<String>,
     buildpacks_dir: Option<PathBuf>,
+    registry: Option<String>,
+    registry_auth: Option<String>,
+    registry_username: Option<String>,
+    registry_password: Option<String>,
+    registry_endpoint: Option<String>,
 }
 
 /// Which scheduler backend runs releases.
@@ -118,6 +140,92 @@ pub struct ServerSettings {
     pub stack_build_image: Option<String>,
     pub stack_run_image: Option<String>,
     pub buildpacks_dir: Option<PathBuf>,
+    /// Where built images are pushed, if anywhere.
+    pub registry: Option<RegistrySettings>,
+}
+
+/// How registry credentials are obtained.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryAuthKind {
+    /// No credentials.
+    None,
+    /// HTTP basic auth.
+    Basic {
+        /// The username.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// Tokens from Amazon ECR (AWS credentials from the environment).
+    Ecr,
+}
+
+impl std::fmt::Debug for RegistryAuthKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryAuthKind::None => f.write_str("None"),
+            RegistryAuthKind::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            RegistryAuthKind::Ecr => f.write_str("Ecr"),
+        }
+    }
+}
+
+/// `--registry` and its companions, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// `HOST[:PORT][/PREFIX]`.
+    pub address: String,
+    /// `HOST:PORT` images are pushed to when it differs from the registry's name.
+    pub endpoint: Option<String>,
+    /// The credentials.
+    pub auth: RegistryAuthKind,
+}
+
+impl RegistrySettings {
+    /// Resolves the registry flags; `None` without `--registry`.
+    fn resolve(
+        address: Option<String>,
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+        endpoint: Option<String>,
+    ) -> Result<Option<Self>> {
+        let Some(address) = address.filter(|a| !a.trim().is_empty()) else {
+            if auth.is_some() || username.is_some() || password.is_some() || endpoint.is_some() {
+                bail!(
+                    "--registry-auth, --registry-username, --registry-password and \
+                     --registry-endpoint need --registry HOST[:PORT][/PREFIX]"
+                );
+            }
+            return Ok(None);
+        };
+        let kind =
+            auth.unwrap_or_else(|| if username.is_some() { "basic" } else { "none" }.to_string());
+        let auth = match kind.as_str() {
+            "none" | "ecr" if username.is_some() || password.is_some() => bail!(
+                "--registry-username/--registry-password go with --registry-auth basic, not {kind}"
+            ),
+            "none" => RegistryAuthKind::None,
+            "ecr" => RegistryAuthKind::Ecr,
+            "basic" => match (username, password) {
+                (Some(username), Some(password)) => RegistryAuthKind::Basic { username, password },
+                _ => {
+                    bail!("--registry-auth basic needs --registry-username and --registry-password")
+                }
+            },
+            other => {
+                bail!("unknown --registry-auth {other:?}: expected \"none\", \"basic\" or \"ecr\"")
+            }
+        };
+        Ok(Some(RegistrySettings {
+            address: address.trim().to_string(),
+            endpoint: endpoint.filter(|e| !e.trim().is_empty()),
+            auth,
+        }))
+    }
 }
 
 fn read_file_config(path: Option<&Path>) -> Result<FileConfig> {
@@ -215,6 +323,13 @@ impl ServerSettings {
             stack_build_image: args.stack_build_image.or(file.stack_build_image),
             stack_run_image: args.stack_run_image.or(file.stack_run_image),
             buildpacks_dir: args.buildpacks_dir.or(file.buildpacks_dir),
+            registry: RegistrySettings::resolve(
+                args.registry.or(file.registry),
+                args.registry_auth.or(file.registry_auth),
+                args.registry_username.or(file.registry_username),
+                args.registry_password.or(file.registry_password),
+                args.registry_endpoint.or(file.registry_endpoint),
+            )?,
         })
     }
 }
@@ -282,6 +397,77 @@ mod tests {
         assert_eq!(settings.ssh_listen.port(), 3300);
         assert_eq!(settings.apps_domain, "from-file.test");
         assert_eq!(settings.http_listen.port(), 8080);
+    }
+
+    #[test]
+    fn resolves_registry_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empire.toml");
+        std::fs::write(
+            &file,
+            "registry = \"127.0.0.1:5001/apps\"\nregistry_username = \"empire\"\n\
+             registry_password = \"from-file\"\n",
+        )
+        .unwrap();
+        let global = GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: Some(file),
+            database_url: None,
+        };
+        let args = ServerArgs {
+            registry_password: Some("from-flag".into()),
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::resolve(&global, args).unwrap();
+        assert_eq!(
+            settings.registry,
+            Some(RegistrySettings {
+                address: "127.0.0.1:5001/apps".into(),
+                endpoint: None,
+                auth: RegistryAuthKind::Basic {
+                    username: "empire".into(),
+                    password: "from-flag".into(),
+                },
+            })
+        );
+
+        let ecr = RegistrySettings::resolve(
+            Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/empire".into()),
+            Some("ecr".into()),
+            None,
+            None,
+            Some("127.0.0.1:5000".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ecr.auth, RegistryAuthKind::Ecr);
+        assert_eq!(ecr.endpoint.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(
+            RegistrySettings::resolve(None, None, None, None, None).unwrap(),
+            None
+        );
+        let anonymous =
+            RegistrySettings::resolve(Some("127.0.0.1:5000".into()), None, None, None, None)
+                .unwrap()
+                .unwrap();
+        assert_eq!(anonymous.auth, RegistryAuthKind::None);
+
+        for (auth, user, password, address) in [
+            (Some("basic"), Some("u"), None, Some("r.example.com")),
+            (Some("ecr"), Some("u"), Some("p"), Some("r.example.com")),
+            (Some("s3"), None, None, Some("r.example.com")),
+            (Some("basic"), Some("u"), Some("p"), None),
+        ] {
+            let err = RegistrySettings::resolve(
+                address.map(String::from),
+                auth.map(String::from),
+                user.map(String::from),
+                password.map(String::from),
+                None,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("--registry"), "{err}");
+        }
     }
 
     #[test]

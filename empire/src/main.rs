@@ -1,7 +1,9 @@
-//! `empire`: the gateway daemon, its admin commands and git's pre-receive hook.
+//! `empire`: the gateway daemon, its admin commands, git's pre-receive hook and the
+//! Heroku-style client commands of the HTTP API.
 
 mod admin;
 mod api;
+mod cli;
 mod config;
 mod http;
 mod server;
@@ -25,9 +27,8 @@ struct Cli {
 enum Command {
     /// Start the gateway: SSH git, the HTTP API and the router.
     Server(Box<ServerArgs>),
-    /// Manage SSH keys that may push (works on the data dir, also while the server runs).
-    #[command(subcommand)]
-    Keys(admin::KeysCommand),
+    /// Your SSH keys, through the API (`keys add|list|remove`: anyone's, on the data dir).
+    Keys(cli::KeysArgs),
     /// Manage users.
     #[command(subcommand)]
     Users(admin::UsersCommand),
@@ -37,6 +38,8 @@ enum Command {
     /// Git hooks (run by git inside the gateway, not by people).
     #[command(subcommand, hide = true)]
     Hook(HookCommand),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +64,11 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(&cli.global, *args).await,
-            Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
+            Command::Keys(cli::KeysArgs {
+                admin: Some(cmd), ..
+            }) => admin::keys(&cli.global, cmd).await,
+            Command::Keys(args) => std::process::exit(cli::list_keys(args).await),
+            Command::Client(cmd) => std::process::exit(cli::run(cmd).await),
             Command::Users(cmd) => admin::users(&cli.global, cmd).await,
             Command::Tokens(cmd) => admin::tokens(&cli.global, cmd).await,
             Command::Hook(_) => unreachable!("handled before the runtime starts"),

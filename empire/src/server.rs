@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use empire_builder::DockerBuilder;
+use empire_builder::{DockerBuilder, EcrSettings, Registry, RegistryAuth, RegistryConfig};
 use empire_core::app::AppName;
 use empire_core::pipeline::{DeployPipeline, Pipeline, PipelineConfig};
 use empire_core::scheduler::Scheduler;
@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::open_store;
 use crate::api::{ApiConfig, ApiState};
-use crate::config::{GlobalArgs, SchedulerKind, ServerArgs, ServerSettings};
+use crate::config::{
+    GlobalArgs, RegistryAuthKind, RegistrySettings, SchedulerKind, ServerArgs, ServerSettings,
+};
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains running deploys.
 pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
@@ -62,7 +64,11 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
     if let Some(dir) = &settings.buildpacks_dir {
         buildpacks.buildpacks_dir = dir.clone();
     }
-    let builder = Arc::new(builder.with_buildpack_config(buildpacks));
+    let mut builder = builder.with_buildpack_config(buildpacks);
+    if let Some(registry) = &settings.registry {
+        builder = builder.with_registry(registry_of(registry).await?);
+    }
+    let builder = Arc::new(builder);
     let pipeline = Arc::new(DeployPipeline::new(
         store.clone(),
         builder.clone(),
@@ -184,6 +190,7 @@ impl AppData for AppFiles {
     async fn remove(&self, app: &AppName) -> empire_core::Result<()> {
         self.builder.remove_cache(app).await?;
         self.builder.prune_images(app, &[]).await?;
+        self.builder.prune_registry_tags(app, &[]).await?;
         let repo = self.repos_dir.join(format!("{app}.git"));
         match tokio::fs::remove_dir_all(&repo).await {
             Ok(()) => Ok(()),
@@ -194,6 +201,25 @@ impl AppData for AppFiles {
             )),
         }
     }
+}
+
+/// The registry built images are pushed to. ECR credentials come from the standard AWS
+/// sources (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, an instance role, …).
+async fn registry_of(settings: &RegistrySettings) -> Result<Registry> {
+    let auth = match &settings.auth {
+        RegistryAuthKind::None => RegistryAuth::None,
+        RegistryAuthKind::Basic { username, password } => RegistryAuth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        RegistryAuthKind::Ecr => RegistryAuth::Ecr(EcrSettings::default()),
+    };
+    Ok(Registry::new(RegistryConfig {
+        address: settings.address.clone(),
+        endpoint: settings.endpoint.clone(),
+        auth,
+    })
+    .await?)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -240,6 +266,19 @@ fn print_banner(settings: &ServerSettings, host_fingerprint: &str) {
         settings.router_listen,
         app_url_template(settings).replace("{app}", "<app>")
     );
+    if let Some(registry) = &settings.registry {
+        let via = registry
+            .endpoint
+            .as_deref()
+            .map(|endpoint| format!(" via {endpoint}"))
+            .unwrap_or_default();
+        let auth = match registry.auth {
+            RegistryAuthKind::None => "none",
+            RegistryAuthKind::Basic { .. } => "basic",
+            RegistryAuthKind::Ecr => "ecr",
+        };
+        println!("  registry   {}{via} (auth {auth})", registry.address);
+    }
     println!();
     println!(
         "Add your key:  empire --data-dir {} keys add you ~/.ssh/id_ed25519.pub",
