@@ -5,30 +5,18 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
 use empire_core::Error;
-use empire_core::formation::ProcessSize;
-use empire_core::progress::Progress;
 use empire_core::scheduler::{DeploySpec, ProcessSpec, Scheduler};
 use empire_deployer::DockerSchedulerOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_and_rolls_to_a_new_release_without_failed_requests() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("roll");
+    let (fixture, gateway, app) = start("roll").await;
 
-    let v1 = spec(
-        &app,
-        &fixture.image,
-        1,
-        &[],
-        vec![web("web", Some(SERVE_WWW))],
-    );
+    let v1 = fixture.www_release(&app);
     let (progress1, lines1) = recorder();
     gateway.scheduler.deploy(&v1, &progress1).await.unwrap();
     assert_eq!(lines1.all()[0], "-----> Starting processes for v1");
@@ -66,25 +54,11 @@ async fn deploys_and_rolls_to_a_new_release_without_failed_requests() {
     assert_eq!(gateway.scheduler.current_release(&app), Some(1));
 
     // Hit the router continuously while v2 rolls out.
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let stop = stop.clone();
-        let addr = gateway.addr;
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut results = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                results.push(get(addr, &app).await);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            results
-        })
-    };
+    let client = ClientLoop::start(gateway.addr, &app);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let v2 = spec(
+    let v2 = fixture.spec(
         &app,
-        &fixture.image,
         2,
         &[("GREETING", "hello from v2")],
         vec![web("web", Some(SERVE_GREETING))],
@@ -97,26 +71,13 @@ async fn deploys_and_rolls_to_a_new_release_without_failed_requests() {
         assert_eq!(gateway.get(&app).await.unwrap(), (200, expected_v2.clone()));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::SeqCst);
-    let results = client.await.unwrap();
-
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|r| !matches!(r, Ok((200, _))))
-        .collect();
+    // Every request during the rollout was answered.
+    let bodies = client.finish().await;
     assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the rollout: {:?}",
-        failed.len(),
-        results.len(),
-        &failed[..failed.len().min(5)]
+        bodies.iter().any(|b| b == "hello from v1\n"),
+        "never saw v1"
     );
-    let bodies: Vec<&str> = results
-        .iter()
-        .map(|r| r.as_ref().unwrap().1.as_str())
-        .collect();
-    assert!(bodies.contains(&"hello from v1\n"), "never saw v1");
-    assert_eq!(bodies.last().copied(), Some(expected_v2.as_str()));
+    assert_eq!(bodies.last(), Some(&expected_v2));
     let switched = bodies.iter().position(|b| *b == expected_v2).unwrap();
     assert!(
         bodies[switched..].iter().all(|b| *b == expected_v2),
@@ -155,22 +116,11 @@ async fn a_release_that_never_listens_fails_and_the_previous_keeps_serving() {
     .await;
     let app = fixture.app("deaf");
 
-    let v1 = spec(
-        &app,
-        &fixture.image,
-        1,
-        &[],
-        vec![web("web", Some(SERVE_WWW))],
-    );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    let v1 = fixture.www_release(&app);
+    gateway.deploy(&v1).await;
 
-    let v2 = spec(
+    let v2 = fixture.spec(
         &app,
-        &fixture.image,
         2,
         &[],
         vec![web("web", Some("echo booting-failed-marker; sleep 1000"))],
@@ -221,9 +171,8 @@ async fn a_crashing_release_reports_its_crashes_and_fails() {
     .await;
     let app = fixture.app("crash");
 
-    let v1 = spec(
+    let v1 = fixture.spec(
         &app,
-        &fixture.image,
         1,
         &[],
         vec![web("web", Some("echo crash-marker; exit 2"))],
@@ -263,9 +212,7 @@ async fn a_crashing_release_reports_its_crashes_and_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_image_fails_at_once() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("noimage");
+    let (fixture, gateway, app) = start("noimage").await;
     let missing = format!("empire-deployer-missing:{}", suffix());
     let v1 = spec(&app, &missing, 1, &[], vec![web("web", Some(SERVE_WWW))]);
     let (progress, lines) = recorder();
@@ -286,23 +233,14 @@ async fn a_missing_image_fails_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_workers_and_keeps_the_image_command_when_none_is_given() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("workers");
+    let (fixture, gateway, app) = start("workers").await;
     // The web process has no command: the image's own CMD serves /www on $PORT.
-    let v1 = spec(
+    let v1 = fixture.spec(
         &app,
-        &fixture.image,
         1,
         &[],
         vec![
-            ProcessSpec {
-                name: "worker".into(),
-                command: Some("sleep 1000".into()),
-                quantity: 2,
-                healthcheck: None,
-                size: ProcessSize::default(),
-            },
+            process("worker", "sleep 1000", 2),
             ProcessSpec {
                 healthcheck: Some("/index.html".into()),
                 ..web("web", None)
@@ -333,23 +271,10 @@ async fn runs_workers_and_keeps_the_image_command_when_none_is_given() {
     // Scaling is a redeploy of the same release: fresh containers replace the old.
     let before = fixture.container_ids(&app);
     let scaled = DeploySpec {
-        processes: vec![
-            ProcessSpec {
-                name: "worker".into(),
-                command: Some("sleep 1000".into()),
-                quantity: 1,
-                healthcheck: None,
-                size: ProcessSize::default(),
-            },
-            web("web", None),
-        ],
+        processes: vec![process("worker", "sleep 1000", 1), web("web", None)],
         ..v1.clone()
     };
-    gateway
-        .scheduler
-        .deploy(&scaled, &Progress::null())
-        .await
-        .unwrap();
+    gateway.deploy(&scaled).await;
     assert_eq!(
         fixture.containers(&app),
         vec!["web.1 v1".to_string(), "worker.1 v1".to_string()]
@@ -362,13 +287,7 @@ async fn runs_workers_and_keeps_the_image_command_when_none_is_given() {
     let broken = DeploySpec {
         release: 2,
         processes: vec![
-            ProcessSpec {
-                name: "worker".into(),
-                command: Some("echo worker-crash; exit 3".into()),
-                quantity: 1,
-                healthcheck: None,
-                size: ProcessSize::default(),
-            },
+            process("worker", "echo worker-crash; exit 3", 1),
             web("web", None),
         ],
         ..v1.clone()
@@ -408,18 +327,8 @@ async fn a_crashed_container_leaves_the_pool_until_it_is_back() {
     })
     .await;
     let app = fixture.app("heal");
-    let v1 = spec(
-        &app,
-        &fixture.image,
-        1,
-        &[],
-        vec![web("web", Some(SERVE_WWW))],
-    );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    let v1 = fixture.www_release(&app);
+    gateway.deploy(&v1).await;
     assert_eq!(gateway.get(&app).await.unwrap().0, 200);
     let before = gateway.router.backends(app.as_str()).unwrap();
     assert_eq!(before.len(), 1);
@@ -454,39 +363,18 @@ async fn restore_adopts_recreates_and_removes() {
     let fixture = Fixture::new();
     let kept = fixture.app("kept");
     let deleted = fixture.app("deleted");
-    let worker = ProcessSpec {
-        name: "worker".into(),
-        command: Some("sleep 1000".into()),
-        quantity: 1,
-        healthcheck: None,
-        size: ProcessSize::default(),
-    };
-    let v1 = spec(
+    let worker = process("worker", "sleep 1000", 1);
+    let v1 = fixture.spec(
         &kept,
-        &fixture.image,
         1,
         &[],
         vec![web("web", Some(SERVE_WWW)), worker.clone()],
     );
     {
         let first = Gateway::start(fixture.options()).await;
-        first
-            .scheduler
-            .deploy(&v1, &Progress::null())
-            .await
-            .unwrap();
-        let other = spec(
-            &deleted,
-            &fixture.image,
-            3,
-            &[],
-            vec![web("web", Some(SERVE_WWW))],
-        );
-        first
-            .scheduler
-            .deploy(&other, &Progress::null())
-            .await
-            .unwrap();
+        first.deploy(&v1).await;
+        let other = fixture.spec(&deleted, 3, &[], vec![web("web", Some(SERVE_WWW))]);
+        first.deploy(&other).await;
         assert_eq!(first.get(&kept).await.unwrap().0, 200);
         // The first gateway goes away; its containers keep running.
     }
@@ -494,10 +382,7 @@ async fn restore_adopts_recreates_and_removes() {
     let worker1 = fixture.container_id(&kept, "worker");
     // The worker was stopped while no gateway ran.
     docker(&["stop", "-t", "0", &worker1]);
-    assert_eq!(
-        docker(&["inspect", "-f", "{{.State.Status}}", &worker1]),
-        "exited"
-    );
+    assert_eq!(inspect(&worker1, "{{.State.Status}}"), "exited");
 
     // A container of another gateway on the same engine must survive the restore.
     let foreign = docker(&[
@@ -554,7 +439,7 @@ async fn restore_adopts_recreates_and_removes() {
         "worker.1 was recreated, not adopted"
     );
     assert_eq!(
-        docker(&["inspect", "-f", "{{.State.Status}}", &worker1]),
+        inspect(&worker1, "{{.State.Status}}"),
         "running",
         "the stopped worker was not started again"
     );

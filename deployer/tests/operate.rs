@@ -7,11 +7,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,57 +25,6 @@ use empire_core::scheduler::{
 use empire_deployer::DockerSchedulerOptions;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-/// Requests through the router in a loop until stopped.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<Vec<Result<(u16, String), String>>>,
-}
-
-impl ClientLoop {
-    fn start(addr: SocketAddr, app: &AppName) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = {
-            let stop = stop.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                let mut results = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    results.push(get(addr, &app).await);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                results
-            })
-        };
-        ClientLoop { stop, task }
-    }
-
-    /// Stops the loop and asserts that every request was answered 200; returns the
-    /// bodies.
-    async fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        let results = self.task.await.unwrap();
-        let failed: Vec<_> = results
-            .iter()
-            .filter(|r| !matches!(r, Ok((200, _))))
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "{} of {} requests failed: {:?}",
-            failed.len(),
-            results.len(),
-            &failed[..failed.len().min(5)]
-        );
-        assert!(results.len() > 10, "only {} requests", results.len());
-        results.into_iter().map(|r| r.unwrap().1).collect()
-    }
-}
-
-/// `docker inspect -f <format> <id>`.
-fn inspect(id: &str, format: &str) -> String {
-    docker(&["inspect", "-f", format, id])
-}
 
 fn exists(id: &str) -> bool {
     Command::new("docker")
@@ -88,16 +34,6 @@ fn exists(id: &str) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-fn process(name: &str, command: &str, quantity: u32) -> ProcessSpec {
-    ProcessSpec {
-        name: name.into(),
-        command: Some(command.into()),
-        quantity,
-        healthcheck: None,
-        size: ProcessSize::default(),
-    }
 }
 
 /// `spec` with the quantity (and size) of one process type changed.
@@ -111,21 +47,27 @@ fn scaled(spec: &DeploySpec, name: &str, quantity: u32, size: Option<ProcessSize
     spec
 }
 
+/// Scales to `spec`, failing the test if that fails; returns the progress lines.
+async fn scale(gateway: &Gateway, spec: &DeploySpec) -> Arc<Lines> {
+    let (progress, lines) = recorder();
+    gateway
+        .scheduler
+        .scale(spec, &progress)
+        .await
+        .unwrap_or_else(|err| panic!("scaling: {err}; {:?}", lines.all()));
+    lines
+}
+
 /// The ids of the containers of `process`, by instance label.
 fn ids_of(fixture: &Fixture, app: &AppName, process: &str) -> Vec<(String, String)> {
-    let out = docker(&[
-        "ps",
-        "-a",
-        "--no-trunc",
-        "--filter",
-        &format!("label=empire.gateway={}", fixture.namespace),
-        "--filter",
-        &format!("label=empire.app={app}"),
-        "--filter",
-        &format!("label=empire.process={process}"),
-        "--format",
-        "{{.Label \"empire.process\"}}.{{.Label \"empire.instance\"}} {{.ID}}",
-    ]);
+    let out = fixture.ps(
+        app,
+        Some(process),
+        &[
+            "--format",
+            "{{.Label \"empire.process\"}}.{{.Label \"empire.instance\"}} {{.ID}}",
+        ],
+    );
     let mut ids: Vec<(String, String)> = out
         .lines()
         .map(|l| {
@@ -139,29 +81,17 @@ fn ids_of(fixture: &Fixture, app: &AppName, process: &str) -> Vec<(String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_web_up_and_down_without_failed_requests() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("scaleweb");
-    let v1 = spec(
+    let (fixture, gateway, app) = start("scaleweb").await;
+    let v1 = fixture.spec(
         &app,
-        &fixture.image,
         1,
         &[("GREETING", "hi")],
         vec![web("web", Some(SERVE_GREETING))],
     );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    gateway.deploy(&v1).await;
     let web1 = fixture.container_id(&app, "web");
 
-    let (progress, lines) = recorder();
-    gateway
-        .scheduler
-        .scale(&scaled(&v1, "web", 3, None), &progress)
-        .await
-        .unwrap();
+    let lines = scale(&gateway, &scaled(&v1, "web", 3, None)).await;
     let all = lines.all();
     for instance in ["web.2", "web.3"] {
         assert!(
@@ -201,12 +131,7 @@ async fn scales_web_up_and_down_without_failed_requests() {
     // Down to one while a client keeps asking.
     let client = ClientLoop::start(gateway.addr, &app);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (progress, lines) = recorder();
-    gateway
-        .scheduler
-        .scale(&scaled(&v1, "web", 1, None), &progress)
-        .await
-        .unwrap();
+    let lines = scale(&gateway, &scaled(&v1, "web", 1, None)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let bodies = client.finish().await;
     assert!(bodies.contains(&format!("hi web.3 v1 {app}\n")));
@@ -224,12 +149,7 @@ async fn scales_web_up_and_down_without_failed_requests() {
     assert_eq!(gateway.router.backends(app.as_str()).unwrap().len(), 1);
 
     // Nothing to do is fine.
-    let (progress, lines) = recorder();
-    gateway
-        .scheduler
-        .scale(&scaled(&v1, "web", 1, None), &progress)
-        .await
-        .unwrap();
+    let lines = scale(&gateway, &scaled(&v1, "web", 1, None)).await;
     assert!(
         lines.contains("Every process already runs as requested"),
         "{:?}",
@@ -238,11 +158,7 @@ async fn scales_web_up_and_down_without_failed_requests() {
     assert_eq!(fixture.container_id(&app, "web"), web1);
 
     // Web at 0: the app answers 503.
-    gateway
-        .scheduler
-        .scale(&scaled(&v1, "web", 0, None), &Progress::null())
-        .await
-        .unwrap();
+    scale(&gateway, &scaled(&v1, "web", 0, None)).await;
     assert!(fixture.containers(&app).is_empty());
     assert_eq!(gateway.get(&app).await.unwrap().0, 503);
 
@@ -251,12 +167,9 @@ async fn scales_web_up_and_down_without_failed_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_workers_and_resizes_processes() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("scalework");
-    let v1 = spec(
+    let (fixture, gateway, app) = start("scalework").await;
+    let v1 = fixture.spec(
         &app,
-        &fixture.image,
         1,
         &[],
         vec![
@@ -264,11 +177,7 @@ async fn scales_workers_and_resizes_processes() {
             process("worker", "sleep 1000", 0),
         ],
     );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    gateway.deploy(&v1).await;
     assert_eq!(fixture.containers(&app), ["web.1 v1"]);
     let web1 = fixture.container_id(&app, "web");
     // The default size: 1X.
@@ -280,9 +189,8 @@ async fn scales_workers_and_resizes_processes() {
         "256 536870912 536870912"
     );
 
-    let (progress, lines) = recorder();
     let two = scaled(&v1, "worker", 2, None);
-    gateway.scheduler.scale(&two, &progress).await.unwrap();
+    let lines = scale(&gateway, &two).await;
     let all = lines.all();
     assert!(lines.contains("       worker.1 started"), "{all:?}");
     assert!(lines.contains("       worker.1 is up ("), "{all:?}");
@@ -298,12 +206,7 @@ async fn scales_workers_and_resizes_processes() {
 
     // A new size replaces the workers with resized ones; web stays as it is.
     let size = ProcessSize::parse("512:256MB").unwrap();
-    let (progress, lines) = recorder();
-    gateway
-        .scheduler
-        .scale(&scaled(&two, "worker", 2, Some(size)), &progress)
-        .await
-        .unwrap();
+    let lines = scale(&gateway, &scaled(&two, "worker", 2, Some(size))).await;
     let all = lines.all();
     assert!(lines.contains("       worker.2 is up ("), "{all:?}");
     assert!(
@@ -327,12 +230,7 @@ async fn scales_workers_and_resizes_processes() {
     assert_eq!(fixture.container_id(&app, "web"), web1);
     assert_eq!(gateway.get(&app).await.unwrap().0, 200);
 
-    let (progress, lines) = recorder();
-    gateway
-        .scheduler
-        .scale(&scaled(&two, "worker", 0, None), &progress)
-        .await
-        .unwrap();
+    let lines = scale(&gateway, &scaled(&two, "worker", 0, None)).await;
     let all = lines.all();
     assert!(lines.contains("       worker.1 stopped"), "{all:?}");
     assert!(lines.contains("       worker.2 stopped"), "{all:?}");
@@ -353,18 +251,8 @@ async fn a_scale_whose_new_instances_never_listen_keeps_the_others() {
     let app = fixture.app("scalefail");
     // Only web.1 serves.
     let command = "if [ \"$DYNO\" = web.1 ]; then exec httpd -f -p $PORT -h /www; else echo deaf-marker $DYNO; exec sleep 1000; fi";
-    let v1 = spec(
-        &app,
-        &fixture.image,
-        1,
-        &[],
-        vec![web("web", Some(command))],
-    );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    let v1 = fixture.spec(&app, 1, &[], vec![web("web", Some(command))]);
+    gateway.deploy(&v1).await;
     let web1 = fixture.container_id(&app, "web");
 
     let (progress, lines) = recorder();
@@ -396,12 +284,9 @@ async fn a_scale_whose_new_instances_never_listen_keeps_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_one_instance_or_all_while_serving() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("restart");
-    let v1 = spec(
+    let (fixture, gateway, app) = start("restart").await;
+    let v1 = fixture.spec(
         &app,
-        &fixture.image,
         1,
         &[("GREETING", "hi")],
         vec![
@@ -412,11 +297,7 @@ async fn restarts_one_instance_or_all_while_serving() {
             process("worker", "sleep 1000", 1),
         ],
     );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    gateway.deploy(&v1).await;
     let before = ids_of(&fixture, &app, "web");
     let worker = fixture.container_id(&app, "worker");
 
@@ -551,9 +432,7 @@ fn io(input: &'static [u8], output: &Output) -> RunIo {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_attached_one_off_processes() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("run");
+    let (fixture, gateway, app) = start("run").await;
 
     let output = Output::default();
     let outcome = gateway
@@ -657,50 +536,14 @@ async fn runs_attached_one_off_processes() {
     assert!(gone, "the abandoned one-off process is still there");
 }
 
-/// An image whose ENTRYPOINT launches commands (like a buildpack image), removed when
-/// dropped.
-struct LauncherImage(String);
-
-impl LauncherImage {
-    fn build(from: &str) -> LauncherImage {
-        let tag = format!("empire-deployer-launcher:{}", suffix());
-        let dockerfile = format!(
-            "FROM {from}\nRUN printf '#!/bin/sh\\necho via-launcher\\nexec /bin/sh -c \"$1\"\\n' > /launch && chmod +x /launch\nLABEL empire.launcher=true\nENTRYPOINT [\"/launch\"]\n"
-        );
-        let mut build = Command::new("docker")
-            .args(["build", "-q", "-t", &tag, "-"])
-            .env("DOCKER_BUILDKIT", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        build
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(dockerfile.as_bytes())
-            .unwrap();
-        let output = build.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        LauncherImage(tag)
-    }
-}
-
-impl Drop for LauncherImage {
-    fn drop(&mut self) {
-        docker(&["rmi", "-f", &self.0]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_that_launches_commands_keeps_its_entrypoint() {
     let fixture = Fixture::new();
-    let launcher = LauncherImage::build(&fixture.image);
+    // An ENTRYPOINT that launches commands, like a buildpack image's.
+    let launcher = fixture.build_image(&format!(
+        "FROM {}\nRUN printf '#!/bin/sh\\necho via-launcher\\nexec /bin/sh -c \"$1\"\\n' > /launch && chmod +x /launch\nLABEL empire.launcher=true\nENTRYPOINT [\"/launch\"]\n",
+        fixture.image
+    ));
     let gateway = Gateway::start(fixture.options()).await;
     let app = fixture.app("launch");
 
@@ -708,7 +551,7 @@ async fn an_image_that_launches_commands_keeps_its_entrypoint() {
     let outcome = gateway
         .scheduler
         .run(
-            &oneoff(&app, &launcher.0, "echo ran $DYNO | cut -c1-7", false),
+            &oneoff(&app, &launcher, "echo ran $DYNO | cut -c1-7", false),
             Some(io(b"", &output)),
         )
         .await
@@ -717,12 +560,8 @@ async fn an_image_that_launches_commands_keeps_its_entrypoint() {
     assert_eq!(output.text(), "via-launcher\nran run\n");
 
     // A deploy takes the same path.
-    let v1 = spec(&app, &launcher.0, 1, &[], vec![web("web", Some(SERVE_WWW))]);
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    let v1 = spec(&app, &launcher, 1, &[], vec![web("web", Some(SERVE_WWW))]);
+    gateway.deploy(&v1).await;
     assert_eq!(
         gateway.get(&app).await.unwrap(),
         (200, "hello from v1\n".to_string())
@@ -734,6 +573,19 @@ async fn an_image_that_launches_commands_keeps_its_entrypoint() {
         format!("[{:?}]", SERVE_WWW)
     );
     gateway.scheduler.remove_app(&app).await.unwrap();
+}
+
+/// The log stream of `app` for `options`.
+async fn logs(gateway: &Gateway, app: &AppName, options: LogOptions) -> mpsc::Receiver<LogLine> {
+    gateway.scheduler.logs(app, &options).await.unwrap()
+}
+
+/// Each line's source and text.
+fn texts(lines: &[LogLine]) -> Vec<(&str, &str)> {
+    lines
+        .iter()
+        .map(|l| (l.source.as_str(), l.text.as_str()))
+        .collect()
 }
 
 /// Receives lines until one matches or the time is up.
@@ -774,21 +626,17 @@ async fn collect(mut rx: mpsc::Receiver<LogLine>) -> Vec<LogLine> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_detached_one_off_processes_seen_in_logs() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("detach");
+    let (fixture, gateway, app) = start("detach").await;
 
-    let mut rx = gateway
-        .scheduler
-        .logs(
-            &app,
-            &LogOptions {
-                follow: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut rx = logs(
+        &gateway,
+        &app,
+        LogOptions {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let mut spec = oneoff(
         &app,
         &fixture.image,
@@ -847,12 +695,9 @@ async fn runs_detached_one_off_processes_seen_in_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_logs_with_tail_filter_and_follow() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("logs");
-    let v1 = spec(
+    let (fixture, gateway, app) = start("logs").await;
+    let v1 = fixture.spec(
         &app,
-        &fixture.image,
         1,
         &[],
         vec![
@@ -869,32 +714,18 @@ async fn streams_logs_with_tail_filter_and_follow() {
             ),
         ],
     );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    gateway.deploy(&v1).await;
+
+    let web_only = |tail, follow| LogOptions {
+        process: Some("web".into()),
+        tail: Some(tail),
+        follow,
+    };
 
     // The last 3 lines of web only, then the end.
-    let rx = gateway
-        .scheduler
-        .logs(
-            &app,
-            &LogOptions {
-                process: Some("web".into()),
-                tail: Some(3),
-                follow: false,
-            },
-        )
-        .await
-        .unwrap();
-    let lines = collect(rx).await;
-    let got: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|l| (l.source.as_str(), l.text.as_str()))
-        .collect();
+    let lines = collect(logs(&gateway, &app, web_only(3, false)).await).await;
     assert_eq!(
-        got,
+        texts(&lines),
         [
             ("web.1", "web-line-8"),
             ("web.1", "web-line-9"),
@@ -903,18 +734,8 @@ async fn streams_logs_with_tail_filter_and_follow() {
     );
 
     // Everything, merged by time: stdout and stderr of every process.
-    let lines = collect(
-        gateway
-            .scheduler
-            .logs(&app, &LogOptions::default())
-            .await
-            .unwrap(),
-    )
-    .await;
-    let got: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|l| (l.source.as_str(), l.text.as_str()))
-        .collect();
+    let lines = collect(logs(&gateway, &app, LogOptions::default()).await).await;
+    let got = texts(&lines);
     assert_eq!(got.len(), 12, "{got:?}");
     assert!(got.contains(&("worker.1", "worker-out")), "{got:?}");
     assert!(got.contains(&("worker.1", "worker-err")), "{got:?}");
@@ -928,18 +749,7 @@ async fn streams_logs_with_tail_filter_and_follow() {
     assert!(lines.windows(2).all(|w| w[0].time <= w[1].time));
 
     // Following: the last line, then what comes later, also from new instances.
-    let mut rx = gateway
-        .scheduler
-        .logs(
-            &app,
-            &LogOptions {
-                process: Some("web".into()),
-                tail: Some(1),
-                follow: true,
-            },
-        )
-        .await
-        .unwrap();
+    let mut rx = logs(&gateway, &app, web_only(1, true)).await;
     let mut seen = Vec::new();
     let first = wait_for_line(&mut rx, &mut seen, |_| true).await;
     assert_eq!(
@@ -957,11 +767,7 @@ async fn streams_logs_with_tail_filter_and_follow() {
     ]);
     let line = wait_for_line(&mut rx, &mut seen, |l| l.text == "follow-marker").await;
     assert_eq!(line.source, "web.1");
-    gateway
-        .scheduler
-        .scale(&scaled(&v1, "web", 2, None), &Progress::null())
-        .await
-        .unwrap();
+    scale(&gateway, &scaled(&v1, "web", 2, None)).await;
     wait_for_line(&mut rx, &mut seen, |l| {
         l.source == "web.2" && l.text == "web-line-10"
     })
@@ -988,21 +794,9 @@ async fn streams_logs_with_tail_filter_and_follow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_domains_route_to_the_app() {
-    let fixture = Fixture::new();
-    let gateway = Gateway::start(fixture.options()).await;
-    let app = fixture.app("domains");
-    let v1 = spec(
-        &app,
-        &fixture.image,
-        1,
-        &[],
-        vec![web("web", Some(SERVE_WWW))],
-    );
-    gateway
-        .scheduler
-        .deploy(&v1, &Progress::null())
-        .await
-        .unwrap();
+    let (fixture, gateway, app) = start("domains").await;
+    let v1 = fixture.www_release(&app);
+    gateway.deploy(&v1).await;
     let host = "www.example.test".to_string();
     assert_eq!(get_host(gateway.addr, &host).await.unwrap().0, 404);
     gateway

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,7 +15,8 @@ use empire_e2e::{Gateway, TestKey, http_get, unique_app, wait_until};
 use serde_json::{Value, json};
 
 use common::{
-    ACCEPT, Api, Reader, build_image, connect, deploy, deploy_messages, user_token, write_request,
+    ACCEPT, Answer, Api, Reader, build_image, connect, deploy, deploy_messages, user_token,
+    write_request,
 };
 
 const SERVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -29,6 +30,45 @@ fn names(list: &Value, field: &str) -> Vec<String> {
             other => other.to_string(),
         })
         .collect()
+}
+
+/// Creates the app `name` as the user of `token`; returns the answer, a 201.
+fn create_app(api: &Api, token: &str, name: &str) -> Answer {
+    let created = api
+        .call("POST", "/apps")
+        .token(token)
+        .json(json!({ "name": name }))
+        .send();
+    assert_eq!(created.status, 201, "{}", created.text());
+    created
+}
+
+/// A gateway, a client of its API and the token of its user `alice`, who owns a new app
+/// named after `app`.
+fn start_with_app(app: &str) -> (Gateway, Api, String, String) {
+    let gw = Gateway::start();
+    let api = Api::new(&gw);
+    let token = user_token(&gw, "alice");
+    let app = unique_app(app);
+    create_app(&api, &token, &app);
+    (gw, api, token, app)
+}
+
+/// Asserts an error answer with `status` and the error id `id`.
+fn assert_error(answer: &Answer, status: u16, id: &str) {
+    assert_eq!(
+        (answer.status, answer.json()["id"].as_str()),
+        (status, Some(id)),
+        "{}",
+        answer.text()
+    );
+}
+
+/// Asserts an error answer with `status` whose message mentions `word`.
+fn assert_refused(answer: &Answer, status: u16, word: &str) {
+    assert_eq!(answer.status, status, "{}", answer.text());
+    let message = answer.message();
+    assert!(message.contains(word), "{word:?} is not in {message:?}");
 }
 
 /// Follows `Next-Range` from `first` to the end; returns every page's status and
@@ -103,10 +143,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         Some("Basic realm=\"empire\"")
     );
     let wrong = api.call("GET", "/apps").token("emp_not-a-token").send();
-    assert_eq!(
-        (wrong.status, wrong.json()["id"].as_str()),
-        (401, Some("unauthorized"))
-    );
+    assert_error(&wrong, 401, "unauthorized");
     let me = api
         .call("GET", "/account")
         .header("Authorization", &format!("Bearer {alice}"))
@@ -130,18 +167,10 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .header("Accept", "application/vnd.heroku+json; version=2")
         .unchecked() // any route; the document says so in its description
         .send();
-    assert_eq!(
-        (v2.status, v2.json()["id"].as_str()),
-        (406, Some("not_acceptable"))
-    );
+    assert_error(&v2, 406, "not_acceptable");
 
     // Apps: create, conflicts, bad names, bad bodies, unknown apps, other people's apps.
-    let created = api
-        .call("POST", "/apps")
-        .token(&alice)
-        .json(json!({ "name": app }))
-        .send();
-    assert_eq!(created.status, 201, "{}", created.text());
+    let created = create_app(&api, &alice, &app);
     let body = created.json();
     assert_eq!(body["name"], app.as_str());
     assert_eq!(body["current_release"], Value::Null);
@@ -155,37 +184,25 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .token(&alice)
         .json(json!({ "name": app }))
         .send();
-    assert_eq!(
-        (again.status, again.json()["id"].as_str()),
-        (409, Some("conflict"))
-    );
+    assert_error(&again, 409, "conflict");
     let bad_name = api
         .call("POST", "/apps")
         .token(&alice)
         .json(json!({ "name": "Bad_Name" }))
         .send();
-    assert_eq!(bad_name.status, 422, "{}", bad_name.text());
-    assert!(
-        bad_name.message().contains("app name"),
-        "{}",
-        bad_name.message()
-    );
+    assert_refused(&bad_name, 422, "app name");
     let no_name = api
         .call("POST", "/apps")
         .token(&alice)
         .json(json!({}))
         .send();
-    assert_eq!(no_name.status, 422);
-    assert!(no_name.message().contains("name"), "{}", no_name.message());
+    assert_refused(&no_name, 422, "name");
     let broken = api
         .call("POST", "/apps")
         .token(&alice)
         .body("{\"name\": ")
         .send();
-    assert_eq!(
-        (broken.status, broken.json()["id"].as_str()),
-        (400, Some("bad_request"))
-    );
+    assert_error(&broken, 400, "bad_request");
     assert!(
         broken.message().contains("not valid JSON"),
         "{}",
@@ -195,16 +212,10 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .call("GET", "/apps/no-such-app-here")
         .token(&alice)
         .send();
-    assert_eq!(
-        (unknown.status, unknown.json()["id"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_error(&unknown, 404, "not_found");
     assert_eq!(unknown.message(), "app not found: no-such-app-here");
     let foreign = api.call("GET", &format!("/apps/{app}")).token(&bob).send();
-    assert_eq!(
-        (foreign.status, foreign.json()["id"].as_str()),
-        (403, Some("forbidden"))
-    );
+    assert_error(&foreign, 403, "forbidden");
     assert!(foreign.message().contains(&app), "{}", foreign.message());
     let bobs_apps = api.call("GET", "/apps").token(&bob).send();
     assert_eq!(bobs_apps.json(), json!([]));
@@ -213,10 +224,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .token(&alice)
         .unchecked()
         .send();
-    assert_eq!(
-        (no_route.status, no_route.json()["id"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_error(&no_route, 404, "not_found");
 
     // Collaborators: access:add and access:remove.
     let added = api
@@ -235,8 +243,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .token(&alice)
         .json(json!({ "user": "nobody" }))
         .send();
-    assert_eq!(nobody.status, 404, "{}", nobody.text());
-    assert!(nobody.message().contains("nobody"), "{}", nobody.message());
+    assert_refused(&nobody, 404, "nobody");
     let removed = api
         .call("DELETE", &format!("/apps/{app}/collaborators/bob"))
         .token(&alice)
@@ -261,10 +268,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .token(&alice)
         .json(json!({ "1BAD": "x" }))
         .send();
-    assert_eq!(
-        (bad_key.status, bad_key.json()["id"].as_str()),
-        (422, Some("invalid_params"))
-    );
+    assert_error(&bad_key, 422, "invalid_params");
     assert!(
         bad_key.message().contains("config key"),
         "{}",
@@ -290,23 +294,13 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .token(&alice)
         .json(json!({ "hostname": "not a host!" }))
         .send();
-    assert_eq!(bad_host.status, 422, "{}", bad_host.text());
-    assert!(
-        bad_host.message().contains("hostname"),
-        "{}",
-        bad_host.message()
-    );
+    assert_refused(&bad_host, 422, "hostname");
     let bad_count = api
         .call("PATCH", &format!("/apps/{app}/formation"))
         .token(&alice)
         .json(json!({ "updates": [{ "process": "web", "quantity": -1 }] }))
         .send();
-    assert_eq!(bad_count.status, 422, "{}", bad_count.text());
-    assert!(
-        bad_count.message().contains("quantity"),
-        "{}",
-        bad_count.message()
-    );
+    assert_refused(&bad_count, 422, "quantity");
     let no_release = api
         .call("PATCH", &format!("/apps/{app}/formation"))
         .token(&alice)
@@ -320,8 +314,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .token(&alice)
         .json(json!({ "public_key": "ssh-rsa not-a-key" }))
         .send();
-    assert_eq!(junk.status, 422, "{}", junk.text());
-    assert!(junk.message().contains("public_key"), "{}", junk.message());
+    assert_refused(&junk, 422, "public_key");
     let key = TestKey::generate();
     let public = std::fs::read_to_string(key.public_path()).unwrap();
     let added = api
@@ -386,12 +379,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
     let mut all = vec![app.clone()];
     for _ in 0..4 {
         let name = unique_app("page");
-        let created = api
-            .call("POST", "/apps")
-            .token(&alice)
-            .json(json!({ "name": name }))
-            .send();
-        assert_eq!(created.status, 201, "{}", created.text());
+        create_app(&api, &alice, &name);
         all.push(name);
     }
     all.sort();
@@ -425,12 +413,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
         .call("DELETE", &format!("/apps/{app}?confirm=other"))
         .token(&alice)
         .send();
-    assert_eq!(refused.status, 422, "{}", refused.text());
-    assert!(
-        refused.message().contains("confirm"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, 422, "confirm");
     let destroyed = api
         .call("DELETE", &format!("/apps/{app}"))
         .token(&alice)
@@ -453,16 +436,7 @@ fn authentication_errors_access_keys_tokens_and_ranges() {
 
 #[test]
 fn deploys_stream_and_config_changes_and_rollbacks_make_releases() {
-    let gw = Gateway::start();
-    let api = Api::new(&gw);
-    let token = user_token(&gw, "alice");
-    let app = unique_app("deploy");
-    let created = api
-        .call("POST", "/apps")
-        .token(&token)
-        .json(json!({ "name": app }))
-        .send();
-    assert_eq!(created.status, 201, "{}", created.text());
+    let (gw, api, token, app) = start_with_app("deploy");
     let image_a = build_image(&gw, &app, "a", "version a");
     let image_b = build_image(&gw, &app, "b", "version b");
 
@@ -555,12 +529,7 @@ fn deploys_stream_and_config_changes_and_rollbacks_make_releases() {
         .call("GET", &format!("/apps/{app}/releases/99"))
         .token(&token)
         .send();
-    assert_eq!(missing.status, 404);
-    assert!(
-        missing.message().contains("release"),
-        "{}",
-        missing.message()
-    );
+    assert_refused(&missing, 404, "release");
 
     // Setting config makes one release the processes see.
     let config_path = format!("/apps/{app}/config-vars");
@@ -642,12 +611,7 @@ fn deploys_stream_and_config_changes_and_rollbacks_make_releases() {
         .token(&token)
         .json(json!({}))
         .send();
-    assert_eq!(no_image.status, 422, "{}", no_image.text());
-    assert!(
-        no_image.message().contains("image"),
-        "{}",
-        no_image.message()
-    );
+    assert_refused(&no_image, 422, "image");
 
     // Rolling back to v2 brings back its image and its config, as a new release.
     let rollback = api
@@ -680,8 +644,7 @@ fn deploys_stream_and_config_changes_and_rollbacks_make_releases() {
         .token(&token)
         .json(json!({ "release": "latest" }))
         .send();
-    assert_eq!(bad.status, 422, "{}", bad.text());
-    assert!(bad.message().contains("release"), "{}", bad.message());
+    assert_refused(&bad, 422, "release");
 
     // Releases in pages, newest first when asked.
     let path = format!("/apps/{app}/releases");
@@ -725,31 +688,19 @@ fn attach(
     stdin: &[u8],
 ) -> (u16, Vec<(String, String)>, String) {
     let path = format!("/apps/{app}/dynos");
-    let mut stream = connect(api.port(), Duration::from_secs(120)).unwrap();
-    let mut headers = vec![
-        ("Accept".to_string(), ACCEPT.to_string()),
-        (
-            "Authorization".to_string(),
-            format!("Basic {}", STANDARD.encode(format!(":{token}"))),
-        ),
-        ("Content-Type".to_string(), "application/json".to_string()),
-    ];
-    if upgrade {
-        headers.push(("Connection".into(), "Upgrade".into()));
-        headers.push(("Upgrade".into(), "tcp".into()));
+    let extra: &[(&str, &str)] = if upgrade {
+        &[("Connection", "Upgrade"), ("Upgrade", "tcp")]
     } else {
-        headers.push(("X-Multiplex".into(), "1".into())); // what `emp run` sends
-    }
-    let body = body.to_string();
-    write_request(
-        &mut stream,
-        "POST",
+        &[("X-Multiplex", "1")] // what `emp run` sends
+    };
+    let mut stream = post_json(
+        api,
         &path,
-        &headers,
-        Some(body.as_bytes()),
-        false,
-    )
-    .unwrap();
+        format!("Basic {}", STANDARD.encode(format!(":{token}"))),
+        extra,
+        &body,
+        Duration::from_secs(120),
+    );
     let mut reader = Reader::new(stream.try_clone().unwrap());
     let (status, headers) = reader.head().unwrap();
     api.spec().response("POST", &path, status);
@@ -770,6 +721,37 @@ fn attach(
     }
 }
 
+/// Sends `POST path` with the JSON `body` on a fresh connection, authorized by
+/// `authorization` and with the `extra` headers, and hands over the connection to
+/// read the answer as it comes.
+fn post_json(
+    api: &Api,
+    path: &str,
+    authorization: String,
+    extra: &[(&str, &str)],
+    body: &Value,
+    timeout: Duration,
+) -> TcpStream {
+    let mut stream = connect(api.port(), timeout).unwrap();
+    let mut headers = vec![
+        ("Accept".to_string(), ACCEPT.to_string()),
+        ("Authorization".to_string(), authorization),
+        ("Content-Type".to_string(), "application/json".to_string()),
+    ];
+    headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    let body = body.to_string();
+    write_request(
+        &mut stream,
+        "POST",
+        path,
+        &headers,
+        Some(body.as_bytes()),
+        false,
+    )
+    .unwrap();
+    stream
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -779,16 +761,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[test]
 fn processes_runs_logs_and_domains() {
-    let mut gw = Gateway::start();
-    let api = Api::new(&gw);
-    let token = user_token(&gw, "alice");
-    let app = unique_app("procs");
-    let created = api
-        .call("POST", "/apps")
-        .token(&token)
-        .json(json!({ "name": app }))
-        .send();
-    assert_eq!(created.status, 201, "{}", created.text());
+    let (mut gw, api, token, app) = start_with_app("procs");
     let image = build_image(&gw, &app, "a", "version a");
     assert_eq!(deploy(&api, &token, &app, &image), 1);
     gw.wait_for_body(&app, "version a", SERVE_TIMEOUT);
@@ -809,15 +782,9 @@ fn processes_runs_logs_and_domains() {
             .send()
     };
     let bad = scale(json!([{ "process": "web", "quantity": "many" }]));
-    assert_eq!(bad.status, 422, "{}", bad.text());
-    assert!(bad.message().contains("quantity"), "{}", bad.message());
+    assert_refused(&bad, 422, "quantity");
     let unknown = scale(json!([{ "process": "worker", "quantity": 1 }]));
-    assert_eq!(unknown.status, 404, "{}", unknown.text());
-    assert!(
-        unknown.message().contains("worker"),
-        "{}",
-        unknown.message()
-    );
+    assert_refused(&unknown, 404, "worker");
     let scaled = scale(json!([{ "process": "web", "quantity": 2 }]));
     assert_eq!(scaled.status, 200, "{}", scaled.text());
     assert_eq!(
@@ -970,20 +937,28 @@ fn processes_runs_logs_and_domains() {
         .token(&token)
         .json(json!({ "command": "true", "size": "huge" }))
         .send();
-    assert_eq!(sized.status, 422, "{}", sized.text());
-    assert!(sized.message().contains("size"), "{}", sized.message());
+    assert_refused(&sized, 422, "size");
     let sized = api
         .call("POST", &format!("/apps/{app}/dynos"))
         .token(&token)
-        .json(json!({ "command": "true", "size": "2X" }))
+        .json(json!({ "command": "sleep 20", "size": "2X" }))
         .send();
     assert_eq!(sized.status, 201, "{}", sized.text());
-    assert!(
-        sized
-            .header("x-heroku-warning")
-            .is_some_and(|w| w.contains("2X")),
-        "{:?}",
-        sized.headers
+    let container = sized.json()["id"].as_str().unwrap_or_default().to_string();
+    let inspected = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.HostConfig.CpuShares}} {{.HostConfig.Memory}}",
+            &container,
+        ])
+        .output()
+        .expect("running docker inspect");
+    assert_eq!(
+        String::from_utf8_lossy(&inspected.stdout).trim(),
+        "512 1073741824",
+        "a 2X one-off gets 512 CPU shares and 1 GB: {}",
+        String::from_utf8_lossy(&inspected.stderr)
     );
 
     // Log sessions: the lines there are, or a stream that goes on.
@@ -1107,22 +1082,14 @@ fn processes_runs_logs_and_domains() {
 /// A following log session shows lines written after it started: web.2 boots again.
 fn follow_logs_sees_a_restart(api: &Api, token: &str, app: &str) {
     let path = format!("/apps/{app}/log-sessions");
-    let mut stream = connect(api.port(), Duration::from_secs(60)).unwrap();
-    let headers = vec![
-        ("Accept".to_string(), ACCEPT.to_string()),
-        ("Authorization".to_string(), format!("Bearer {token}")),
-        ("Content-Type".to_string(), "application/json".to_string()),
-    ];
-    let body = json!({ "lines": 0, "dyno": "web.2" }).to_string();
-    write_request(
-        &mut stream,
-        "POST",
+    let stream = post_json(
+        api,
         &path,
-        &headers,
-        Some(body.as_bytes()),
-        true,
-    )
-    .unwrap();
+        format!("Bearer {token}"),
+        &[("Connection", "close")],
+        &json!({ "lines": 0, "dyno": "web.2" }),
+        Duration::from_secs(60),
+    );
     let mut reader = Reader::new(stream);
     let (status, headers) = reader.head().unwrap();
     assert_eq!(status, 200);

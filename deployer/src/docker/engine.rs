@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig,
     HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use empire_core::formation::ProcessSize;
 use empire_core::scheduler::{DEFAULT_PORT, DeploySpec, OneOffSpec, ProcessSpec};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use tracing::{debug, warn};
 
 use crate::error::{DeployerError, docker_message, docker_status};
@@ -32,6 +33,20 @@ pub(crate) const LAUNCHER_LABEL: &str = "empire.launcher";
 /// The container port every process listens on, as Docker names it.
 pub(crate) fn port_key() -> String {
     format!("{DEFAULT_PORT}/tcp")
+}
+
+/// A stream of Docker events.
+pub(crate) type Events = BoxStream<'static, Result<EventMessage, bollard::errors::Error>>;
+
+/// The next event of `events`; never, while there is no stream (it failed and was
+/// dropped until it is opened again).
+pub(crate) async fn next_event(
+    events: &mut Option<Events>,
+) -> Option<Result<EventMessage, bollard::errors::Error>> {
+    match events {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Label keys under one prefix (`empire.app`, …).
@@ -134,6 +149,28 @@ impl Engine {
             labels.push(format!("{}={release}", self.labels.release()));
         }
         HashMap::from([("label".to_string(), labels)])
+    }
+
+    /// Docker's events of the kinds `events` (`start`, `die`, …) of the containers
+    /// `filters` selects (see [`Engine::filters`]), replayed from `since` (Unix
+    /// seconds) when given.
+    pub(crate) fn container_events(
+        &self,
+        mut filters: HashMap<String, Vec<String>>,
+        events: &[&str],
+        since: Option<u64>,
+    ) -> Events {
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert(
+            "event".into(),
+            events.iter().map(|event| event.to_string()).collect(),
+        );
+        let options = EventsOptions {
+            since: since.map(|s| s.to_string()),
+            until: None,
+            filters: Some(filters),
+        };
+        self.docker.events(Some(options)).boxed()
     }
 
     /// Lists the containers of this namespace (all states).

@@ -7,19 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::EventMessage;
-use bollard::query_parameters::{EventsOptions, LogsOptions};
+use bollard::query_parameters::LogsOptions;
 use empire_core::scheduler::{LogLine, LogOptions};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use super::engine::{Engine, Managed};
+use super::engine::{Engine, Managed, next_event};
 use super::{Inner, lock};
 use crate::error::DeployerError;
 
@@ -99,7 +97,9 @@ async fn run(
         return;
     }
 
-    let mut events = Some(start_events(engine, &app));
+    // Docker's `start` events of the app's containers find new ones at once.
+    let mut events =
+        Some(engine.container_events(engine.filters(Some(&app), None), &["start"], None));
     let mut discover = tokio::time::interval(DISCOVER_INTERVAL);
     discover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut followers: JoinSet<(String, Option<OffsetDateTime>)> = JoinSet::new();
@@ -149,31 +149,6 @@ async fn run(
             known.entry(c.id.clone()).or_insert(after);
             followers.spawn(follow(engine.clone(), c, after, tx.clone()));
         }
-    }
-}
-
-/// Docker's `start` events of the app's containers, to find new ones at once.
-fn start_events(
-    engine: &Engine,
-    app: &str,
-) -> BoxStream<'static, Result<EventMessage, bollard::errors::Error>> {
-    let mut filters = engine.filters(Some(app), None);
-    filters.insert("type".into(), vec!["container".into()]);
-    filters.insert("event".into(), vec!["start".into()]);
-    let options = EventsOptions {
-        since: None,
-        until: None,
-        filters: Some(filters),
-    };
-    engine.docker.events(Some(options)).boxed()
-}
-
-async fn next_event(
-    events: &mut Option<BoxStream<'static, Result<EventMessage, bollard::errors::Error>>>,
-) -> Option<Result<EventMessage, bollard::errors::Error>> {
-    match events {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -15,8 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{ContainerStateStatusEnum, EventMessage};
-use bollard::query_parameters::EventsOptions;
+use bollard::models::ContainerStateStatusEnum;
 use empire_core::app::AppName;
 use empire_core::progress::{Progress, format_duration};
 use empire_core::scheduler::{
@@ -25,7 +24,6 @@ use empire_core::scheduler::{
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use futures_util::stream::BoxStream;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, mpsc};
@@ -35,7 +33,9 @@ use tracing::{debug, info, warn};
 
 use crate::error::{DeployerError, docker_status};
 use crate::router::{Backend, Router};
-use engine::{Engine, Labels, Managed, OneOff, ROUTED_PROCESS, inspected_host_port};
+use engine::{
+    Engine, Events, Labels, Managed, OneOff, ROUTED_PROCESS, inspected_host_port, next_event,
+};
 use health::{ProbeFailure, http_check, tcp_check};
 
 /// How many log lines of a failing container a failed deploy prints.
@@ -158,6 +158,24 @@ struct Started {
     routed: bool,
     healthcheck: Option<String>,
     started: Instant,
+}
+
+/// What a rollout replaces, which decides what a failed one says is left running.
+#[derive(Debug, Clone, Copy)]
+enum Rollout {
+    /// A whole release: the release served before, if any, keeps serving.
+    Release,
+    /// Some instances of the current release: the others keep running.
+    Instances,
+}
+
+/// The new instances of a rollout, all healthy and not routed yet.
+struct Launched {
+    started: Vec<Started>,
+    /// The routed instances' addresses.
+    backends: Vec<Backend>,
+    /// Removes the new containers unless disarmed once they serve.
+    cleanup: Cleanup,
 }
 
 /// How many times an instance crashed during a deploy, and its last exit code.
@@ -304,92 +322,19 @@ impl Inner {
     async fn deploy(&self, spec: &DeploySpec, progress: &Progress) -> empire_core::Result<()> {
         let app = spec.app.as_str();
         let step = progress.step(format!("Starting processes for v{}", spec.release));
-        let deploy_id = uuid::Uuid::new_v4().simple().to_string();
         let engine = &self.engine;
-
-        // Crashes are reported from Docker's `die` events; replaying from a moment
-        // before the first container starts, none is missed.
-        let crashes: CrashLog = Arc::default();
-        let watcher = AbortOnDrop(tokio::spawn(watch_crashes(
-            engine.clone(),
-            app.to_string(),
-            deploy_id.clone(),
-            unix_now().saturating_sub(2),
-            progress.clone(),
-            crashes.clone(),
-        )));
-
-        let mut processes: Vec<&ProcessSpec> =
-            spec.processes.iter().filter(|p| p.quantity > 0).collect();
-        processes.sort_by_key(|p| p.name != ROUTED_PROCESS);
-
-        let launcher = engine.launcher(&spec.image).await;
-        let mut cleanup = Cleanup {
-            engine: engine.clone(),
-            ids: Vec::new(),
-        };
-        let mut started = Vec::new();
-        for process in processes {
-            for n in 1..=process.quantity {
-                let label = format!("{}.{n}", process.name);
-                let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
-                    Ok(id) => id,
-                    Err(err) => {
-                        drop(watcher);
-                        progress.detail(format!("{label} could not be created: {err}"));
-                        return Err(self.fail(spec, progress, cleanup, &[], err).await);
-                    }
-                };
-                cleanup.ids.push(id.clone());
-                if let Err(err) = engine.start(&id, &label).await {
-                    drop(watcher);
-                    let logs = vec![(
-                        err.to_string(),
-                        engine.last_logs(&id, FAILURE_LOG_LINES).await,
-                    )];
-                    return Err(self.fail(spec, progress, cleanup, &logs, err).await);
-                }
-                progress.detail(format!("{label} started"));
-                started.push(Started {
-                    id,
-                    label,
-                    process: process.name.clone(),
-                    routed: process.name == ROUTED_PROCESS,
-                    healthcheck: process.healthcheck.clone(),
-                    started: Instant::now(),
-                });
-            }
-        }
-
-        let outcomes = join_all(
-            started
-                .iter()
-                .map(|s| self.wait_healthy(spec, s, &crashes, progress)),
-        )
-        .await;
-        drop(watcher);
-
-        let mut failures = Vec::new();
-        let mut backends = Vec::new();
-        for (instance, outcome) in started.iter().zip(outcomes) {
-            match outcome {
-                Ok(Some(addr)) => backends.push(Backend::new(instance.id.clone(), addr)),
-                Ok(None) => {}
-                Err(reason) => failures.push((instance, reason)),
-            }
-        }
-        if !failures.is_empty() {
-            let (reason, logs) = self.failure_report(&failures).await;
-            return Err(self
-                .fail(
-                    spec,
-                    progress,
-                    cleanup,
-                    &logs,
-                    DeployerError::Unhealthy(reason),
-                )
-                .await);
-        }
+        // Web first, then the other process types in the order of the release.
+        let mut start: Vec<(&ProcessSpec, u32)> = spec
+            .processes
+            .iter()
+            .flat_map(|p| (1..=p.quantity).map(move |n| (p, n)))
+            .collect();
+        start.sort_by_key(|(p, _)| p.name != ROUTED_PROCESS);
+        let Launched {
+            started,
+            backends,
+            cleanup,
+        } = self.launch(spec, start, Rollout::Release, progress).await?;
 
         // Healthy: switch the route, then drain and stop everything else of the app.
         let active: HashSet<String> = started.iter().map(|s| s.id.clone()).collect();
@@ -408,20 +353,9 @@ impl Inner {
         cleanup.disarm();
         info!(app, release = spec.release, "routed to the new release");
 
-        let old_backends: Vec<Backend> = self
-            .router
-            .known_backends(app)
-            .into_iter()
-            .filter(|b| !active.contains(&b.id))
-            .collect();
-        let left = self
-            .router
-            .drain(app, &old_backends, self.options.drain_timeout)
-            .await;
-        if left > 0 {
+        if let Some(left) = self.drain_retired(app, |b| !active.contains(&b.id)).await {
             progress.detail(format!(
-                "{left} request{} to the previous processes still running after {}; stopping them anyway",
-                if left == 1 { "" } else { "s" },
+                "{left} to the previous processes still running after {}; stopping them anyway",
                 seconds(self.options.drain_timeout)
             ));
         }
@@ -466,6 +400,23 @@ impl Inner {
         Ok(())
     }
 
+    /// Waits up to the drain timeout for the requests in flight on the known backends of
+    /// `app` that `retired` picks (already out of the route). Says how many were still
+    /// running (`1 request`, `3 requests`) when some were.
+    async fn drain_retired(&self, app: &str, retired: impl Fn(&Backend) -> bool) -> Option<String> {
+        let draining: Vec<Backend> = self
+            .router
+            .known_backends(app)
+            .into_iter()
+            .filter(|b| retired(b))
+            .collect();
+        let left = self
+            .router
+            .drain(app, &draining, self.options.drain_timeout)
+            .await;
+        (left > 0).then(|| format!("{left} request{}", if left == 1 { "" } else { "s" }))
+    }
+
     /// The error message of instances that did not become healthy, and the reason and
     /// last log lines of the first failing instance of each process type.
     async fn failure_report(
@@ -493,23 +444,136 @@ impl Inner {
         (reason, logs)
     }
 
-    /// Prints why each failing instance failed with its last log lines, removes the
-    /// deploy's containers and builds the error.
-    async fn fail(
+    /// Creates and starts the instances `start` in that order and waits until every one
+    /// of them is healthy, printing crashes as they happen. When one cannot be created
+    /// or started or does not become healthy, prints why with its last log lines,
+    /// removes every new container and fails; nothing else is touched.
+    async fn launch(
         &self,
         spec: &DeploySpec,
+        start: Vec<(&ProcessSpec, u32)>,
+        rollout: Rollout,
+        progress: &Progress,
+    ) -> empire_core::Result<Launched> {
+        let engine = &self.engine;
+        let deploy_id = uuid::Uuid::new_v4().simple().to_string();
+
+        // Crashes are reported from Docker's `die` events; replaying from a moment
+        // before the first container starts, none is missed.
+        let crashes: CrashLog = Arc::default();
+        let watcher = (!start.is_empty()).then(|| {
+            AbortOnDrop(tokio::spawn(watch_crashes(
+                engine.clone(),
+                spec.app.as_str().to_string(),
+                deploy_id.clone(),
+                unix_now().saturating_sub(2),
+                progress.clone(),
+                crashes.clone(),
+            )))
+        });
+        let launcher = if start.is_empty() {
+            false
+        } else {
+            engine.launcher(&spec.image).await
+        };
+
+        let mut cleanup = Cleanup {
+            engine: engine.clone(),
+            ids: Vec::new(),
+        };
+        let mut started = Vec::new();
+        for (process, n) in start {
+            let label = format!("{}.{n}", process.name);
+            let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
+                Ok(id) => id,
+                Err(err) => {
+                    drop(watcher);
+                    progress.detail(format!("{label} could not be created: {err}"));
+                    return Err(self
+                        .abandon(spec, rollout, progress, cleanup, &[], err)
+                        .await);
+                }
+            };
+            cleanup.ids.push(id.clone());
+            if let Err(err) = engine.start(&id, &label).await {
+                drop(watcher);
+                let logs = vec![(
+                    err.to_string(),
+                    engine.last_logs(&id, FAILURE_LOG_LINES).await,
+                )];
+                return Err(self
+                    .abandon(spec, rollout, progress, cleanup, &logs, err)
+                    .await);
+            }
+            progress.detail(format!("{label} started"));
+            started.push(Started {
+                id,
+                label,
+                process: process.name.clone(),
+                routed: process.name == ROUTED_PROCESS,
+                healthcheck: process.healthcheck.clone(),
+                started: Instant::now(),
+            });
+        }
+
+        let outcomes = join_all(
+            started
+                .iter()
+                .map(|s| self.wait_healthy(spec, s, &crashes, progress)),
+        )
+        .await;
+        drop(watcher);
+
+        let mut failures = Vec::new();
+        let mut backends = Vec::new();
+        for (instance, outcome) in started.iter().zip(outcomes) {
+            match outcome {
+                Ok(Some(addr)) => backends.push(Backend::new(instance.id.clone(), addr)),
+                Ok(None) => {}
+                Err(reason) => failures.push((instance, reason)),
+            }
+        }
+        if !failures.is_empty() {
+            let (reason, logs) = self.failure_report(&failures).await;
+            let err = DeployerError::Unhealthy(reason);
+            return Err(self
+                .abandon(spec, rollout, progress, cleanup, &logs, err)
+                .await);
+        }
+        Ok(Launched {
+            started,
+            backends,
+            cleanup,
+        })
+    }
+
+    /// Prints why each failing instance failed with its last log lines, removes the
+    /// rollout's new containers, says what keeps running and builds the error.
+    async fn abandon(
+        &self,
+        spec: &DeploySpec,
+        rollout: Rollout,
         progress: &Progress,
         cleanup: Cleanup,
         failures: &[(String, Vec<String>)],
         err: DeployerError,
     ) -> empire_core::Error {
         print_failures(progress, failures);
+        let any = !cleanup.ids.is_empty();
         cleanup.run().await;
-        let keeps = lock(&self.apps)
-            .get(spec.app.as_str())
-            .map(|s| format!("; v{} keeps serving", s.release))
-            .unwrap_or_default();
-        progress.detail(format!("Removed the processes of v{}{keeps}", spec.release));
+        match rollout {
+            Rollout::Release => {
+                let keeps = lock(&self.apps)
+                    .get(spec.app.as_str())
+                    .map(|s| format!("; v{} keeps serving", s.release))
+                    .unwrap_or_default();
+                progress.detail(format!("Removed the processes of v{}{keeps}", spec.release));
+            }
+            Rollout::Instances if any => {
+                progress.detail("Removed the new processes; the others keep running unchanged");
+            }
+            Rollout::Instances => {}
+        }
         err.into()
     }
 
@@ -988,14 +1052,7 @@ async fn watch_crashes(
     if let Some(labels) = filters.get_mut("label") {
         labels.push(format!("{}={deploy_id}", engine.labels.deploy()));
     }
-    filters.insert("type".into(), vec!["container".into()]);
-    filters.insert("event".into(), vec!["die".into()]);
-    let options = EventsOptions {
-        since: Some(since.to_string()),
-        until: None,
-        filters: Some(filters),
-    };
-    let mut events = engine.docker.events(Some(options));
+    let mut events = engine.container_events(filters, &["die"], Some(since));
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
@@ -1030,7 +1087,7 @@ async fn watch_crashes(
 /// namespace and polls, and routes exactly the running, accepting web containers of
 /// each app's current release.
 async fn keep_routes(inner: Arc<Inner>, cancel: CancellationToken) {
-    let mut events: Option<BoxStream<'static, Result<EventMessage, bollard::errors::Error>>> = None;
+    let mut events: Option<Events> = None;
     let mut reconnect_at = Instant::now();
     let mut fast = tokio::time::interval(FAST_REFRESH);
     fast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1038,21 +1095,9 @@ async fn keep_routes(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut pending: HashSet<String> = HashSet::new();
     loop {
         if events.is_none() && Instant::now() >= reconnect_at {
-            let mut filters = inner.engine.filters(None, None);
-            filters.insert("type".into(), vec!["container".into()]);
-            filters.insert(
-                "event".into(),
-                ["start", "die", "destroy", "pause", "unpause", "stop"]
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
-            );
-            let options = EventsOptions {
-                since: None,
-                until: None,
-                filters: Some(filters),
-            };
-            events = Some(inner.engine.docker.events(Some(options)).boxed());
+            let filters = inner.engine.filters(None, None);
+            let kinds = ["start", "die", "destroy", "pause", "unpause", "stop"];
+            events = Some(inner.engine.container_events(filters, &kinds, None));
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -1111,15 +1156,6 @@ async fn keep_routes(inner: Arc<Inner>, cancel: CancellationToken) {
                 _ = fast.tick() => {}
             }
         }
-    }
-}
-
-async fn next_event(
-    events: &mut Option<BoxStream<'static, Result<EventMessage, bollard::errors::Error>>>,
-) -> Option<Result<EventMessage, bollard::errors::Error>> {
-    match events {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
     }
 }
 

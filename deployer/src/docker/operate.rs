@@ -3,22 +3,16 @@
 //! instances they replace drain and stop.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use empire_core::formation::ProcessSize;
 use empire_core::progress::Progress;
 use empire_core::scheduler::{DeploySpec, ProcessSpec, RestartTarget};
 use futures_util::future::join_all;
-use tokio::time::Instant;
 use tracing::info;
 
 use super::engine::{Managed, ROUTED_PROCESS};
-use super::{
-    AbortOnDrop, AppState, Cleanup, CrashLog, FAILURE_LOG_LINES, Inner, Started, lock,
-    print_failures, seconds, unix_now, watch_crashes,
-};
+use super::{AppState, Inner, Launched, Rollout, lock, seconds};
 use crate::error::DeployerError;
-use crate::router::Backend;
 
 /// The containers of one process type by instance number, with their sizes (`None`
 /// when they could not be inspected).
@@ -204,85 +198,14 @@ impl Inner {
         progress: &Progress,
     ) -> empire_core::Result<()> {
         let app = spec.app.as_str();
-        let engine = &self.engine;
-        let deploy_id = uuid::Uuid::new_v4().simple().to_string();
         start.sort_by_key(|(p, n)| (p.name != ROUTED_PROCESS, p.name.clone(), *n));
-
-        let crashes: CrashLog = Arc::default();
-        let watcher = (!start.is_empty()).then(|| {
-            AbortOnDrop(tokio::spawn(watch_crashes(
-                engine.clone(),
-                app.to_string(),
-                deploy_id.clone(),
-                unix_now().saturating_sub(2),
-                progress.clone(),
-                crashes.clone(),
-            )))
-        });
-        let launcher = if start.is_empty() {
-            false
-        } else {
-            engine.launcher(&spec.image).await
-        };
-
-        let mut cleanup = Cleanup {
-            engine: engine.clone(),
-            ids: Vec::new(),
-        };
-        let mut started = Vec::new();
-        for (process, n) in start {
-            let label = format!("{}.{n}", process.name);
-            let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
-                Ok(id) => id,
-                Err(err) => {
-                    drop(watcher);
-                    progress.detail(format!("{label} could not be created: {err}"));
-                    return Err(self.abandon(progress, cleanup, &[], err).await);
-                }
-            };
-            cleanup.ids.push(id.clone());
-            if let Err(err) = engine.start(&id, &label).await {
-                drop(watcher);
-                let logs = vec![(
-                    err.to_string(),
-                    engine.last_logs(&id, FAILURE_LOG_LINES).await,
-                )];
-                return Err(self.abandon(progress, cleanup, &logs, err).await);
-            }
-            progress.detail(format!("{label} started"));
-            started.push(Started {
-                id,
-                label,
-                process: process.name.clone(),
-                routed: process.name == ROUTED_PROCESS,
-                healthcheck: process.healthcheck.clone(),
-                started: Instant::now(),
-            });
-        }
-
-        let outcomes = join_all(
-            started
-                .iter()
-                .map(|s| self.wait_healthy(spec, s, &crashes, progress)),
-        )
-        .await;
-        drop(watcher);
-
-        let mut failures = Vec::new();
-        let mut backends = Vec::new();
-        for (instance, outcome) in started.iter().zip(outcomes) {
-            match outcome {
-                Ok(Some(addr)) => backends.push(Backend::new(instance.id.clone(), addr)),
-                Ok(None) => {}
-                Err(reason) => failures.push((instance, reason)),
-            }
-        }
-        if !failures.is_empty() {
-            let (reason, logs) = self.failure_report(&failures).await;
-            return Err(self
-                .abandon(progress, cleanup, &logs, DeployerError::Unhealthy(reason))
-                .await);
-        }
+        let Launched {
+            started,
+            backends,
+            cleanup,
+        } = self
+            .launch(spec, start, Rollout::Instances, progress)
+            .await?;
 
         // Healthy: route the new instances in place of the retired ones.
         let retired_ids: HashSet<String> = retire.iter().map(|r| r.container.id.clone()).collect();
@@ -304,24 +227,14 @@ impl Inner {
         }
         cleanup.disarm();
 
-        let draining: Vec<Backend> = self
-            .router
-            .known_backends(app)
-            .into_iter()
-            .filter(|b| retired_ids.contains(&b.id))
-            .collect();
-        if !draining.is_empty() {
-            let left = self
-                .router
-                .drain(app, &draining, self.options.drain_timeout)
-                .await;
-            if left > 0 {
-                progress.detail(format!(
-                    "{left} request{} still running after {}; stopping the processes anyway",
-                    if left == 1 { "" } else { "s" },
-                    seconds(self.options.drain_timeout)
-                ));
-            }
+        if let Some(left) = self
+            .drain_retired(app, |b| retired_ids.contains(&b.id))
+            .await
+        {
+            progress.detail(format!(
+                "{left} still running after {}; stopping the processes anyway",
+                seconds(self.options.drain_timeout)
+            ));
         }
 
         join_all(retire.iter().map(|r| {
@@ -346,23 +259,5 @@ impl Inner {
         // Let the route keeper pick up anything that changed meanwhile.
         self.wake(app);
         Ok(())
-    }
-
-    /// Prints why the new instances failed, removes them and builds the error; the
-    /// instances that ran before keep running.
-    async fn abandon(
-        &self,
-        progress: &Progress,
-        cleanup: Cleanup,
-        failures: &[(String, Vec<String>)],
-        err: DeployerError,
-    ) -> empire_core::Error {
-        print_failures(progress, failures);
-        let any = !cleanup.ids.is_empty();
-        cleanup.run().await;
-        if any {
-            progress.detail("Removed the new processes; the others keep running unchanged");
-        }
-        err.into()
     }
 }

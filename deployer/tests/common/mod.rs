@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,12 +14,13 @@ use bytes::Bytes;
 use empire_core::app::AppName;
 use empire_core::formation::ProcessSize;
 use empire_core::progress::{Progress, ProgressSink};
-use empire_core::scheduler::{DeploySpec, ProcessSpec};
+use empire_core::scheduler::{DeploySpec, ProcessSpec, Scheduler};
 use empire_deployer::{DockerScheduler, DockerSchedulerOptions, Router};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const BASE_IMAGE: &str = "empire/busybox:latest";
@@ -35,45 +37,85 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// A namespace and a test image built for it; dropping it removes both's leftovers.
+/// Builds the image `tag` from `dockerfile` (with the classic builder: no registry is
+/// reachable), failing the test with the build's output when it fails.
+pub fn build_image(tag: &str, dockerfile: &str) {
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", tag, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker build runs");
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    let output = build.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "building {tag} failed (is {BASE_IMAGE} there? scripts/base-images.sh builds it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `docker inspect -f <format> <id>`.
+pub fn inspect(id: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, id])
+}
+
+/// A namespace and a test image built for it (serving `hello from v1` from /www);
+/// dropping it removes the namespace's containers and the images of the test.
 pub struct Fixture {
     pub namespace: String,
     pub image: String,
     pub extra_containers: Mutex<Vec<String>>,
+    extra_images: Mutex<Vec<String>>,
 }
 
 impl Fixture {
     pub fn new() -> Fixture {
         let id = suffix();
         let image = format!("empire-deployer-test:{id}");
-        let dockerfile = format!(
-            "FROM {BASE_IMAGE}\nRUN mkdir -p /www && echo 'hello from v1' > /www/index.html\nCMD httpd -f -p $PORT -h /www\n"
-        );
-        let mut build = Command::new("docker")
-            .args(["build", "-q", "-t", &image, "-"])
-            .env("DOCKER_BUILDKIT", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker build runs");
-        build
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(dockerfile.as_bytes())
-            .unwrap();
-        let output = build.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "building the test image failed (is {BASE_IMAGE} there? scripts/base-images.sh builds it): {}",
-            String::from_utf8_lossy(&output.stderr)
+        build_image(
+            &image,
+            &format!(
+                "FROM {BASE_IMAGE}\nRUN mkdir -p /www && echo 'hello from v1' > /www/index.html\nCMD httpd -f -p $PORT -h /www\n"
+            ),
         );
         Fixture {
             namespace: format!("dtest-{id}"),
             image,
             extra_containers: Mutex::new(Vec::new()),
+            extra_images: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Builds another image for the test from `dockerfile`; it goes with the fixture.
+    pub fn build_image(&self, dockerfile: &str) -> String {
+        let tag = format!("empire-deployer-test:{}", suffix());
+        build_image(&tag, dockerfile);
+        self.extra_images.lock().unwrap().push(tag.clone());
+        tag
+    }
+
+    /// A release of `app` on the fixture's image.
+    pub fn spec(
+        &self,
+        app: &AppName,
+        release: u32,
+        config: &[(&str, &str)],
+        processes: Vec<ProcessSpec>,
+    ) -> DeploySpec {
+        spec(app, &self.image, release, config, processes)
+    }
+
+    /// v1 of `app`: one web process serving the image's /www (`hello from v1`).
+    pub fn www_release(&self, app: &AppName) -> DeploySpec {
+        self.spec(app, 1, &[], vec![web("web", Some(SERVE_WWW))])
     }
 
     pub fn app(&self, name: &str) -> AppName {
@@ -90,18 +132,38 @@ impl Fixture {
         }
     }
 
-    /// The containers of this namespace, as `app process instance release` lines.
-    pub fn containers(&self, app: &AppName) -> Vec<String> {
-        let out = docker(&[
+    /// `docker ps -a --no-trunc` of this namespace's containers of `app` (of `process`
+    /// only, when given) with `args` added (`-q`, `--format …`).
+    pub fn ps(&self, app: &AppName, process: Option<&str>, args: &[&str]) -> String {
+        let gateway = format!("label=empire.gateway={}", self.namespace);
+        let app = format!("label=empire.app={app}");
+        let process = process.map(|p| format!("label=empire.process={p}"));
+        let mut all = vec![
             "ps",
             "-a",
+            "--no-trunc",
             "--filter",
-            &format!("label=empire.gateway={}", self.namespace),
+            &gateway,
             "--filter",
-            &format!("label=empire.app={app}"),
-            "--format",
-            "{{.Label \"empire.process\"}}.{{.Label \"empire.instance\"}} v{{.Label \"empire.release\"}}",
-        ]);
+            &app,
+        ];
+        if let Some(process) = &process {
+            all.extend(["--filter", process.as_str()]);
+        }
+        all.extend(args);
+        docker(&all)
+    }
+
+    /// The containers of `app`, as sorted `process.instance vN` lines.
+    pub fn containers(&self, app: &AppName) -> Vec<String> {
+        let out = self.ps(
+            app,
+            None,
+            &[
+                "--format",
+                "{{.Label \"empire.process\"}}.{{.Label \"empire.instance\"}} v{{.Label \"empire.release\"}}",
+            ],
+        );
         let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
         lines.sort();
         lines
@@ -109,34 +171,17 @@ impl Fixture {
 
     /// The id of the one container of `process`.
     pub fn container_id(&self, app: &AppName, process: &str) -> String {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label=empire.gateway={}", self.namespace),
-            "--filter",
-            &format!("label=empire.app={app}"),
-            "--filter",
-            &format!("label=empire.process={process}"),
-        ]);
+        let ids = self.ps(app, Some(process), &["-q"]);
         assert_eq!(ids.lines().count(), 1, "{process}: {ids:?}");
         ids
     }
 
+    /// The ids of the containers of `app`.
     pub fn container_ids(&self, app: &AppName) -> Vec<String> {
-        docker(&[
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label=empire.gateway={}", self.namespace),
-            "--filter",
-            &format!("label=empire.app={app}"),
-        ])
-        .lines()
-        .map(str::to_string)
-        .collect()
+        self.ps(app, None, &["-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -156,7 +201,19 @@ impl Drop for Fixture {
             docker(&args);
         }
         docker(&["rmi", "-f", &self.image]);
+        for image in self.extra_images.lock().unwrap().drain(..) {
+            docker(&["rmi", "-f", &image]);
+        }
     }
+}
+
+/// What most tests start with: a fixture, a gateway with the fixture's options and a
+/// unique app name starting with `app`.
+pub async fn start(app: &str) -> (Fixture, Gateway, AppName) {
+    let fixture = Fixture::new();
+    let gateway = Gateway::start(fixture.options()).await;
+    let app = fixture.app(app);
+    (fixture, gateway, app)
 }
 
 /// Collects progress lines (and echoes them for failing tests).
@@ -214,6 +271,14 @@ impl Gateway {
         }
     }
 
+    /// Deploys `spec` with no progress output; a deploy that fails fails the test.
+    pub async fn deploy(&self, spec: &DeploySpec) {
+        self.scheduler
+            .deploy(spec, &Progress::null())
+            .await
+            .unwrap_or_else(|err| panic!("deploying v{} of {}: {err}", spec.release, spec.app));
+    }
+
     /// GET / of `app` through the router: the status and the body.
     pub async fn get(&self, app: &AppName) -> Result<(u16, String), String> {
         get(self.addr, app).await
@@ -262,11 +327,67 @@ pub async fn get_host(router: SocketAddr, host: &str) -> Result<(u16, String), S
         .map_err(|_| "timed out".to_string())?
 }
 
+/// Requests through the router in a loop until stopped.
+pub struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Vec<Result<(u16, String), String>>>,
+}
+
+impl ClientLoop {
+    pub fn start(addr: SocketAddr, app: &AppName) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let stop = stop.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    results.push(get(addr, &app).await);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                results
+            })
+        };
+        ClientLoop { stop, task }
+    }
+
+    /// Stops the loop and asserts that every request was answered 200; returns the
+    /// bodies in order.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        let results = self.task.await.unwrap();
+        let failed: Vec<_> = results
+            .iter()
+            .filter(|r| !matches!(r, Ok((200, _))))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            results.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert!(results.len() > 10, "only {} requests", results.len());
+        results.into_iter().map(|r| r.unwrap().1).collect()
+    }
+}
+
 pub fn web(name: &str, command: Option<&str>) -> ProcessSpec {
     ProcessSpec {
         name: name.into(),
         command: command.map(str::to_string),
         quantity: 1,
+        healthcheck: None,
+        size: ProcessSize::default(),
+    }
+}
+
+/// A process type that runs `command` `quantity` times.
+pub fn process(name: &str, command: &str, quantity: u32) -> ProcessSpec {
+    ProcessSpec {
+        name: name.into(),
+        command: Some(command.into()),
+        quantity,
         healthcheck: None,
         size: ProcessSize::default(),
     }

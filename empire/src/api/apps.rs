@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, OptionalJson, app_name};
+use super::error::ApiResult;
+use super::extract::{Actor, OptionalJson, app_name, required};
 use super::{ApiState, json, list as list_response, resources};
 
 /// `GET /apps`
@@ -34,10 +34,11 @@ pub async fn create(
     headers: HeaderMap,
     OptionalJson(form): OptionalJson<CreateForm>,
 ) -> ApiResult<Response> {
-    let name = form
-        .name
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("name", "give the app a name: {\"name\": \"my-app\"}"))?;
+    let name = required(
+        form.name,
+        "name",
+        "give the app a name: {\"name\": \"my-app\"}",
+    )?;
     let app = state.platform.create_app(&actor, name.trim()).await?;
     Ok(json(
         StatusCode::CREATED,

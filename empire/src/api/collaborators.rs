@@ -5,8 +5,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, JsonBody, app_name};
+use super::error::ApiResult;
+use super::extract::{Actor, JsonBody, app_name, required};
 use super::{ApiState, json, list as list_response, resources};
 
 /// `GET /apps/{app}/collaborators`
@@ -35,10 +35,7 @@ pub async fn create(
     Path(app): Path<String>,
     JsonBody(form): JsonBody<CollaboratorForm>,
 ) -> ApiResult<Response> {
-    let user = form
-        .user
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("user", "give {\"user\": \"<user name>\"}"))?;
+    let user = required(form.user, "user", "give {\"user\": \"<user name>\"}")?;
     add(state, actor, app, user).await
 }
 

@@ -45,9 +45,7 @@ pub async fn list(
     list_response(&headers, processes, |p| {
         let command = commands
             .get(&p.release)
-            .and_then(|types| types.get(&p.process))
-            .map(String::as_str)
-            .filter(|c| !c.is_empty());
+            .and_then(|types| command_of(types, &p.process));
         let size = sizes.get(&p.process).map(ToString::to_string);
         resources::dyno(p, command, size)
     })
@@ -78,9 +76,8 @@ async fn restart_target(
     app: AppName,
     target: Option<String>,
 ) -> ApiResult<Response> {
-    let platform = state.platform.clone();
     state
-        .detached(async move {
+        .operate(&actor, &app, |platform, actor, app| async move {
             platform
                 .restart(&actor, &app, target.as_deref(), Progress::null())
                 .await
@@ -133,13 +130,10 @@ pub async fn scale(
         .map(scale_request)
         .collect::<ApiResult<Vec<_>>>()?;
     let changed: Vec<String> = requests.iter().map(|r| r.process.clone()).collect();
-    let platform = state.platform.clone();
-    let scale_actor = actor.clone();
-    let scale_app = app.clone();
     let formation = state
-        .detached(async move {
+        .operate(&actor, &app, |platform, actor, app| async move {
             platform
-                .scale(&scale_actor, &scale_app, &requests, Progress::null())
+                .scale(&actor, &app, &requests, Progress::null())
                 .await
         })
         .await?;

@@ -161,6 +161,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// A text field of a body that must be given and not blank.
+pub fn required(
+    value: Option<String>,
+    field: &'static str,
+    hint: &str,
+) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid(field, hint))
+}
+
 /// An app name from the path; a name that cannot exist is simply not found.
 pub fn app_name(name: &str) -> Result<AppName, ApiError> {
     AppName::new(name).map_err(|_| ApiError::from(Error::not_found("app", name)))

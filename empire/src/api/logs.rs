@@ -3,17 +3,16 @@
 //! `2024-05-01T12:00:00.123Z app[web.1]: GET / 200`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use empire_core::scheduler::{LogLine, LogOptions};
 use serde::Deserialize;
 
-use super::ApiState;
 use super::error::ApiResult;
 use super::extract::{Actor, OptionalJson, app_name};
 use super::resources::timestamp;
 use super::stream::channel_body;
+use super::{ApiState, PLAIN_TEXT, with_content_type};
 
 /// The body of a log session; every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -70,15 +69,7 @@ pub async fn create(
             }
         }
     });
-    Ok((
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(with_content_type(PLAIN_TEXT, body))
 }
 
 fn format_line(line: &LogLine) -> Bytes {

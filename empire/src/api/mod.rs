@@ -195,14 +195,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn openapi() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/yaml"),
-        )],
-        OPENAPI_YAML,
-    )
-        .into_response()
+    with_content_type("application/yaml", OPENAPI_YAML)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -219,6 +212,18 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// The content type of text answers (release and app logs).
+pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
+/// A 200 answer of `body` as `content_type`.
+pub(crate) fn with_content_type(content_type: &'static str, body: impl IntoResponse) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
 }
 
 /// A JSON answer with a status.

@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use empire_core::Error;
 use empire_core::progress::Progress;
+use empire_core::release::ConfigVars;
 use empire_core::service::ConfigChanges;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, JsonBody, app_name};
-use super::{ApiState, json, list as list_response, resources};
+use super::{ApiState, PLAIN_TEXT, json, list as list_response, resources, with_content_type};
 
 /// `GET /apps/{app}/config-vars`
 pub async fn config(
@@ -23,10 +24,7 @@ pub async fn config(
     Path(app): Path<String>,
 ) -> ApiResult<Response> {
     let config = state.platform.config(&actor, &app_name(&app)?).await?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_value(config).unwrap_or_default(),
-    ))
+    Ok(config_answer(&config))
 }
 
 /// `GET /apps/{app}/config-vars/{version}`: the config a release ran with.
@@ -40,10 +38,7 @@ pub async fn config_of(
         .platform
         .release(&actor, &app_name(&app)?, version)
         .await?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_value(release.config).unwrap_or_default(),
-    ))
+    Ok(config_answer(&release.config))
 }
 
 /// `PATCH /apps/{app}/config-vars` with `{"KEY": "value", "OLD": null}`: sets and unsets
@@ -71,18 +66,14 @@ pub async fn set_config(
         };
         changes.insert(key, value);
     }
-    let platform = state.platform.clone();
     let config = state
-        .detached(async move {
+        .operate(&actor, &app, |platform, actor, app| async move {
             platform
                 .set_config(&actor, &app, &changes, Progress::null())
                 .await
         })
         .await?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_value(config).unwrap_or_default(),
-    ))
+    Ok(config_answer(&config))
 }
 
 /// `GET /apps/{app}/releases`, newest first (or as the `Range` orders them).
@@ -122,14 +113,7 @@ pub async fn log(
         .platform
         .release_log(&actor, &app_name(&app)?, version)
         .await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response())
+    Ok(with_content_type(PLAIN_TEXT, text))
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,13 +144,10 @@ pub async fn rollback(
             ),
         )
     })?;
-    let platform = state.platform.clone();
-    let rollback_actor = actor.clone();
-    let rollback_app = app.clone();
     let outcome = state
-        .detached(async move {
+        .operate(&actor, &app, |platform, actor, app| async move {
             platform
-                .rollback(&rollback_actor, &rollback_app, version, Progress::null())
+                .rollback(&actor, &app, version, Progress::null())
                 .await
         })
         .await?;
@@ -178,6 +159,14 @@ pub async fn rollback(
         StatusCode::OK,
         resources::release(&release, Some(outcome.release)),
     ))
+}
+
+/// Config vars as a JSON object.
+fn config_answer(config: &ConfigVars) -> Response {
+    json(
+        StatusCode::OK,
+        serde_json::to_value(config).unwrap_or_default(),
+    )
 }
 
 fn parse_version(text: &str) -> Option<u32> {

@@ -79,12 +79,11 @@ pub async fn create(
     let size = form.size.as_deref().map(ProcessSize::parse).transpose()?;
 
     if !form.attach {
-        let platform = state.platform.clone();
-        let (run_actor, run_app, run_command) = (actor.clone(), app.clone(), command.clone());
+        let run_command = command.clone();
         let outcome = state
-            .detached(async move {
+            .operate(&actor, &app, |platform, actor, app| async move {
                 platform
-                    .run(&run_actor, &run_app, &run_command, false, size, None)
+                    .run(&actor, &app, &run_command, false, size, None)
                     .await
             })
             .await?;

@@ -7,11 +7,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
 use empire_core::Error;
+use empire_core::app::AppName;
 use empire_core::progress::ProgressSink;
+use empire_core::service::Platform;
+use empire_core::user::User;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 
@@ -35,6 +39,23 @@ impl ApiState {
         F: Future<Output = Result<T, Error>> + Send + 'static,
     {
         joined(self.spawn(operation).await)
+    }
+
+    /// Runs an operation of `actor` on `app` in its own tracked task and waits for it;
+    /// `operation` gets the platform, the actor and the app to own.
+    pub async fn operate<T, F, Fut>(
+        &self,
+        actor: &User,
+        app: &AppName,
+        operation: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Platform>, User, AppName) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        self.detached(operation(self.platform.clone(), actor.clone(), app.clone()))
+            .await
     }
 }
 
