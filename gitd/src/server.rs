@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use empire_core::Error as CoreError;
+use empire_core::app::AppName;
 use empire_core::pipeline::{DeployTurn, Pipeline};
 use empire_core::progress::{Progress, ProgressSink};
 use empire_core::service::Platform;
@@ -702,7 +703,7 @@ impl Exec {
         let store = &self.shared.store;
         let config = &self.shared.config;
         match store.app(app).await {
-            Ok(_) => {}
+            Ok(_) => self.check_access(app).await?,
             Err(CoreError::NotFound { .. }) => match command.service {
                 GitService::ReceivePack if config.autocreate => {
                     match store.create_app(app, &self.user).await {
@@ -763,6 +764,29 @@ impl Exec {
                         "app {app} has no repository on this server yet: push to it first"
                     ))
                 }
+            }
+        }
+    }
+
+    /// Only the app's collaborators (and admins) may push to or fetch from it.
+    async fn check_access(&self, app: &AppName) -> Result<(), String> {
+        let store = &self.shared.store;
+        let allowed = match store.user(&self.user).await {
+            Ok(user) if user.admin => Ok(true),
+            Ok(_) => store.is_collaborator(app, &self.user).await,
+            Err(e) => Err(e),
+        };
+        match allowed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "you ({}) do not have access to app {app}: ask a collaborator to run `access:add {app} {}`",
+                self.user, self.user
+            )),
+            Err(e) => {
+                tracing::error!(%app, error = %e, "access check failed");
+                Err(format!(
+                    "cannot check your access to app {app}: internal error, try again"
+                ))
             }
         }
     }

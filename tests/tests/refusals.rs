@@ -177,3 +177,29 @@ fn keys_are_listed_and_a_removed_key_can_no_longer_push() {
     let answer = gw.get_app(&app, "/").expect("GET / after the refused push");
     assert_eq!(answer.body.trim(), "web-httpd v1");
 }
+
+#[test]
+fn only_collaborators_push_to_an_app() {
+    let gw = Gateway::start();
+    let alice = gw.developer("alice");
+    let bob = gw.developer("bob");
+    let app = unique_app("owned");
+    let repo = gw.app_repo(&alice, "web-httpd", &app);
+    repo.push().assert_success();
+
+    let bobs = repo.clone_for(&bob);
+    bobs.commit_change("index.html", "web-httpd by bob\n", "Bob's change");
+    let refused = bobs.push();
+    refused.assert_failure();
+    refused.assert_contains("you (bob) do not have access to app");
+    gw.wait_for_body(&app, "web-httpd v1", Duration::from_secs(5));
+
+    let granted = alice.ssh(&format!("access:add {app} bob"));
+    assert!(
+        granted.status.success(),
+        "access:add: {}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    bobs.push().assert_success();
+    gw.wait_for_body(&app, "web-httpd by bob", Duration::from_secs(30));
+}
