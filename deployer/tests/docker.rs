@@ -479,3 +479,63 @@ async fn restore_adopts_recreates_and_removes() {
     second.scheduler.remove_app(&kept).await.unwrap();
     assert!(fixture.containers(&kept).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_serves_zero_scaled_apps_and_the_keeper_repairs_routes() {
+    let fixture = Fixture::new();
+    let served = fixture.app("served");
+    let v1 = fixture.www_release(&served);
+    {
+        let first = Gateway::start(fixture.options()).await;
+        first.deploy(&v1).await;
+    }
+    // Many apps scaled to zero beside the one that runs.
+    let idle: Vec<DeploySpec> = (0..40)
+        .map(|i| {
+            let app = fixture.app(&format!("idle{i}"));
+            let web0 = ProcessSpec {
+                quantity: 0,
+                ..web("web", Some(SERVE_WWW))
+            };
+            fixture.spec(&app, 1, &[], vec![web0])
+        })
+        .collect();
+    let mut current = idle.clone();
+    current.push(v1.clone());
+
+    let second = Gateway::start(DockerSchedulerOptions {
+        refresh_interval: Duration::from_millis(500),
+        ..fixture.options()
+    })
+    .await;
+    second.scheduler.restore(&current).await.unwrap();
+    assert_eq!(
+        second.get(&served).await.unwrap(),
+        (200, "hello from v1\n".to_string())
+    );
+    for spec in &idle {
+        assert_eq!(second.get(&spec.app).await.unwrap().0, 503, "{}", spec.app);
+        assert_eq!(second.router.backends(spec.app.as_str()), Some(Vec::new()));
+    }
+
+    // A route lost without a Docker event comes back with the next periodic round.
+    let routed = second.router.backends(served.as_str()).unwrap();
+    assert_eq!(routed.len(), 1);
+    second.router.set_backends(served.as_str(), Vec::new());
+    let mut back = false;
+    for _ in 0..100 {
+        if second.router.backends(served.as_str()).as_ref() == Some(&routed) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        back,
+        "the route keeper never routed the running container again"
+    );
+    assert_eq!(second.get(&served).await.unwrap().0, 200);
+    for spec in &idle {
+        assert_eq!(second.router.backends(spec.app.as_str()), Some(Vec::new()));
+    }
+}

@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
@@ -46,6 +46,8 @@ const HEALTH_POLL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the route keeper re-checks apps with instances that are not routed yet.
 const FAST_REFRESH: Duration = Duration::from_millis(500);
+/// How many connection checks a route refresh runs at once, over all apps.
+const REFRESH_CHECKS: usize = 16;
 
 /// Settings of the [`DockerScheduler`].
 #[derive(Debug, Clone)]
@@ -761,7 +763,8 @@ impl Inner {
                 )
             });
             let deploy_id = uuid::Uuid::new_v4().simple().to_string();
-            let launcher = engine.launcher(&spec.image).await;
+            // Inspected only when a container has to be created (most apps need none).
+            let mut launches: Option<bool> = None;
             let mut active = HashSet::new();
             let mut kept = HashSet::new();
             for process in spec.processes.iter().filter(|p| p.quantity > 0) {
@@ -789,6 +792,10 @@ impl Inner {
                         }
                     }
                     info!(app, instance = %label, release = spec.release, "recreating a missing process");
+                    let launcher = match launches {
+                        Some(launcher) => launcher,
+                        None => *launches.insert(engine.launcher(&spec.image).await),
+                    };
                     match engine.create(spec, process, n, &deploy_id, launcher).await {
                         Ok(id) => {
                             active.insert(id.clone());
@@ -835,23 +842,25 @@ impl Inner {
         // Route what is healthy, in parallel, for at most boot_timeout; the route keeper
         // routes the stragglers when they come up.
         let deadline = Instant::now() + self.options.boot_timeout;
-        join_all(states.iter().map(|(app, _, _)| async move {
-            loop {
-                if self.refresh_app(app).await {
-                    break;
-                }
-                if Instant::now() >= deadline {
+        let mut waiting: Vec<String> = states.iter().map(|(app, _, _)| app.clone()).collect();
+        loop {
+            let incomplete = self.refresh_apps(&waiting).await;
+            waiting.retain(|app| incomplete.contains(app));
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for app in &waiting {
                     warn!(
                         app,
                         "not every web process of the app is healthy after restore"
                     );
                     self.wake(app);
-                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                break;
             }
-        }))
-        .await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
 
         if errors.is_empty() {
             Ok(())
@@ -863,50 +872,74 @@ impl Inner {
         }
     }
 
-    /// Routes the app's active web containers that run and accept connections. Returns
-    /// whether every active web container is routed.
-    async fn refresh_app(&self, app: &str) -> bool {
-        let Some(state) = lock(&self.apps).get(app).cloned() else {
-            return true;
+    /// Routes the active web containers of `apps` that run and accept connections,
+    /// from one listing of the namespace's containers (of the app alone when there is
+    /// one). Returns the apps whose active web containers are not all routed; an app
+    /// the scheduler does not serve counts as complete.
+    async fn refresh_apps(&self, apps: &[String]) -> HashSet<String> {
+        let states: Vec<(&str, AppState)> = {
+            let current = lock(&self.apps);
+            apps.iter()
+                .filter_map(|app| current.get(app).map(|s| (app.as_str(), s.clone())))
+                .collect()
         };
-        let containers = match self.engine.list(Some(app), None).await {
-            Ok(containers) => containers,
+        let only = match states.as_slice() {
+            [] => return HashSet::new(),
+            [(app, _)] => Some(*app),
+            _ => None,
+        };
+        let mut by_app = match self.engine.list(only, None).await {
+            Ok(containers) => group_by_app(containers),
             Err(err) => {
-                debug!(app, error = %err, "route refresh: listing failed");
-                return false;
+                debug!(error = %err, "route refresh: listing failed");
+                return states.iter().map(|(app, _)| app.to_string()).collect();
             }
         };
-        let web: Vec<&Managed> = containers
-            .iter()
-            .filter(|c| state.active.contains(&c.id) && c.process == ROUTED_PROCESS)
-            .collect();
-        let checks = join_all(web.iter().map(|c| async move {
-            if !c.is_running() {
-                return None;
+        // The checks of all apps share the limit; apps without web containers need none.
+        let checks = Semaphore::new(REFRESH_CHECKS);
+        let checks = &checks;
+        let refreshed = join_all(states.iter().map(|(app, state)| {
+            let web: Vec<Managed> = by_app
+                .remove(*app)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| state.active.contains(&c.id) && c.process == ROUTED_PROCESS)
+                .collect();
+            async move {
+                let probes = join_all(web.iter().map(|c| async move {
+                    if !c.is_running() {
+                        return None;
+                    }
+                    let addr = SocketAddr::from(([127, 0, 0, 1], c.host_port?));
+                    let _permit = checks.acquire().await.ok()?;
+                    tcp_check(addr, PROBE_TIMEOUT)
+                        .await
+                        .ok()
+                        .map(|()| Backend::new(c.id.clone(), addr))
+                }))
+                .await;
+                let backends: Vec<Backend> = probes.into_iter().flatten().collect();
+                (*app, state.generation, web.len(), backends)
             }
-            let addr = SocketAddr::from(([127, 0, 0, 1], c.host_port?));
-            tcp_check(addr, PROBE_TIMEOUT)
-                .await
-                .ok()
-                .map(|()| Backend::new(c.id.clone(), addr))
         }))
         .await;
-        let backends: Vec<Backend> = checks.into_iter().flatten().collect();
-        let complete = backends.len() == web.len();
+
+        let mut incomplete = HashSet::new();
         let apps = lock(&self.apps);
-        if apps.get(app).map(|s| s.generation) == Some(state.generation) {
+        for (app, generation, web, backends) in refreshed {
+            if backends.len() != web {
+                incomplete.insert(app.to_string());
+            }
+            if apps.get(app).map(|s| s.generation) != Some(generation) {
+                continue;
+            }
             let current = self.router.backends(app);
             if current.as_ref() != Some(&backends) {
-                debug!(
-                    app,
-                    routed = backends.len(),
-                    of = web.len(),
-                    "routes updated"
-                );
+                debug!(app, routed = backends.len(), of = web, "routes updated");
+                self.router.set_backends(app, backends);
             }
-            self.router.set_backends(app, backends);
         }
-        complete
+        incomplete
     }
 
     async fn remove_release(&self, app: &str, release: u32) -> Result<(), DeployerError> {
@@ -1015,6 +1048,15 @@ impl Inner {
         });
         Ok(instances)
     }
+}
+
+/// The containers grouped by the app they belong to, in listing order.
+fn group_by_app(containers: Vec<Managed>) -> HashMap<String, Vec<Managed>> {
+    let mut by_app: HashMap<String, Vec<Managed>> = HashMap::new();
+    for c in containers {
+        by_app.entry(c.app.clone()).or_default().push(c);
+    }
+    by_app
 }
 
 /// Prints why each failing instance failed, with its last log lines.
@@ -1132,20 +1174,12 @@ async fn keep_routes(inner: Arc<Inner>, cancel: CancellationToken) {
             continue;
         }
         let apps: Vec<String> = pending.drain().collect();
-        let refreshed = tokio::time::timeout(
-            Duration::from_secs(10),
-            join_all(apps.iter().map(|app| async {
-                let complete = inner.refresh_app(app).await;
-                (app.clone(), complete)
-            })),
-        );
+        let refreshed = tokio::time::timeout(Duration::from_secs(10), inner.refresh_apps(&apps));
         tokio::select! {
             _ = cancel.cancelled() => return,
             result = refreshed => match result {
                 // Apps with instances that are not routed yet are checked again soon.
-                Ok(results) => pending.extend(
-                    results.into_iter().filter(|(_, complete)| !complete).map(|(app, _)| app),
-                ),
+                Ok(incomplete) => pending.extend(incomplete),
                 Err(_) => warn!("route keeper: refreshing routes took more than 10s"),
             },
         }
@@ -1222,6 +1256,37 @@ mod tests {
     fn formats_seconds() {
         assert_eq!(seconds(Duration::from_secs(60)), "60s");
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5s");
+    }
+
+    #[test]
+    fn groups_containers_by_app() {
+        let container = |id: &str, app: &str, process: &str| Managed {
+            id: id.into(),
+            app: app.into(),
+            process: process.into(),
+            instance: 1,
+            release: 1,
+            state: "running".into(),
+            created: 0,
+            host_port: None,
+            oneoff: None,
+        };
+        let by_app = group_by_app(vec![
+            container("a1", "alpha", "web"),
+            container("b1", "beta", "worker"),
+            container("a2", "alpha", "worker"),
+        ]);
+        let ids = |app: &str| -> Vec<String> {
+            by_app
+                .get(app)
+                .map(|cs| cs.iter().map(|c| c.id.clone()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(by_app.len(), 2);
+        assert_eq!(ids("alpha"), ["a1", "a2"]);
+        assert_eq!(ids("beta"), ["b1"]);
+        assert!(ids("gamma").is_empty());
+        assert!(group_by_app(Vec::new()).is_empty());
     }
 
     #[test]
