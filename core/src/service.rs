@@ -240,6 +240,14 @@ impl Platform {
         self.store.releases(app).await
     }
 
+    /// The app and its releases, newest first, checking access once (what
+    /// `GET /apps/{app}/releases` answers: the releases and which one is current).
+    pub async fn app_releases(&self, actor: &User, app: &AppName) -> Result<(App, Vec<Release>)> {
+        let found = self.authorize(actor, app).await?;
+        let releases = self.store.releases(app).await?;
+        Ok((found, releases))
+    }
+
     /// One release.
     pub async fn release(&self, actor: &User, app: &AppName, version: u32) -> Result<Release> {
         self.authorize(actor, app).await?;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{Actor, OptionalJson, app_name, required};
-use super::{ApiState, json, list as list_response, resources};
+use super::{ApiState, json, list_typed, resources, write_json};
 
 /// `GET /apps`
 pub async fn list(
@@ -19,7 +19,9 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let apps = state.platform.apps(&actor).await?;
     let urls = state.urls(&headers);
-    list_response(&headers, apps, |app| resources::app(app, &urls))
+    list_typed(&headers, apps, resources::APP_SIZE, |out, app| {
+        write_json(out, &resources::AppResource::new(app, &urls))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use empire_core::service::Platform;
+use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -241,16 +242,72 @@ pub(crate) fn list<T: Ranged>(
     let range = ListRange::from_headers(headers)?;
     let page = paginate(items, range.as_ref())?;
     let body = Value::Array(page.items.iter().map(render).collect());
-    Ok(match page.next_range {
-        Some(next) => {
-            let mut response = json(StatusCode::PARTIAL_CONTENT, body);
-            if let Ok(value) = HeaderValue::from_str(&next) {
-                response.headers_mut().insert("next-range", value);
-            }
-            response
+    Ok(paged(json(StatusCode::OK, body), page.next_range))
+}
+
+/// A list answer like [`list`], serialized straight from typed, borrowed resources into
+/// one buffer of about `item_size` bytes per item (no `Value` tree). `write` serializes
+/// one item into the buffer, e.g. with [`write_json`].
+pub(crate) fn list_typed<T: Ranged>(
+    headers: &HeaderMap,
+    items: Vec<T>,
+    item_size: usize,
+    write: impl Fn(&mut Vec<u8>, &T) -> serde_json::Result<()>,
+) -> Result<Response, ApiError> {
+    let range = ListRange::from_headers(headers)?;
+    let page = paginate(items, range.as_ref())?;
+    let body = json_array(&page.items, item_size, write).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("serializing the list: {e}"),
+        )
+    })?;
+    let response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    Ok(paged(response, page.next_range))
+}
+
+/// Appends `value` as JSON to `out`.
+pub(crate) fn write_json(out: &mut Vec<u8>, value: &impl Serialize) -> serde_json::Result<()> {
+    serde_json::to_writer(out, value)
+}
+
+/// `[item, …]` as JSON bytes, each written by `write`, in one buffer pre-sized to
+/// `item_size` per item.
+pub(crate) fn json_array<T>(
+    items: &[T],
+    item_size: usize,
+    write: impl Fn(&mut Vec<u8>, &T) -> serde_json::Result<()>,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(2 + items.len() * item_size);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        None => json(StatusCode::OK, body),
-    })
+        write(&mut out, item)?;
+    }
+    out.push(b']');
+    Ok(out)
+}
+
+/// Makes a list answer `206 Partial Content` with `Next-Range` when more items follow.
+fn paged(mut response: Response, next_range: Option<String>) -> Response {
+    if let Some(next) = next_range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(value) = HeaderValue::from_str(&next) {
+            response.headers_mut().insert("next-range", value);
+        }
+    }
+    response
 }
 
 #[cfg(test)]

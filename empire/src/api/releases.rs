@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, JsonBody, app_name};
-use super::{ApiState, PLAIN_TEXT, json, list as list_response, resources, with_content_type};
+use super::{ApiState, PLAIN_TEXT, json, list_typed, resources, with_content_type, write_json};
 
 /// `GET /apps/{app}/config-vars`
 pub async fn config(
@@ -84,9 +84,11 @@ pub async fn list(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let app = app_name(&app)?;
-    let current = state.platform.app(&actor, &app).await?.current_release;
-    let releases = state.platform.releases(&actor, &app).await?;
-    list_response(&headers, releases, |r| resources::release(r, current))
+    let (app, releases) = state.platform.app_releases(&actor, &app).await?;
+    let current = app.current_release;
+    list_typed(&headers, releases, resources::RELEASE_SIZE, |out, r| {
+        write_json(out, &resources::ReleaseResource::new(r, current))
+    })
 }
 
 /// `GET /apps/{app}/releases/{version}` (`3` or `v3`).
