@@ -377,7 +377,10 @@ impl Gateway {
     /// Builds an image from `empire/busybox` with this Dockerfile tail; removed on drop.
     fn image(&self, dockerfile_tail: &str) -> String {
         let image = format!("gitd-ssh-test:{}", suffix());
-        let dockerfile = format!("FROM {BASE_IMAGE}\n{dockerfile_tail}");
+        // A label naming this image makes its layers its own: a parallel test removing an
+        // identical image cannot remove them.
+        let dockerfile =
+            format!("FROM {BASE_IMAGE}\nLABEL empire.test.image=\"{image}\"\n{dockerfile_tail}");
         let mut build = std::process::Command::new("docker")
             .args(["build", "-q", "-t", &image, "-"])
             .env("DOCKER_BUILDKIT", "0")

@@ -19,6 +19,13 @@ fn two_pushes_to_one_app_take_turns() {
 
     let mut push_a = a.push_streaming();
     push_a.wait_for_line("step-one-started", Duration::from_secs(120));
+    // Alice's push created the app; Bob may push to it once she adds him.
+    let granted = alice.ssh(&format!("access:add {app} bob"));
+    assert!(
+        granted.status.success(),
+        "access:add: {}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
     let push_b = b.push_streaming();
     let push_a = push_a.wait();
     let push_b = push_b.wait();

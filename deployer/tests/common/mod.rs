@@ -38,8 +38,14 @@ pub fn docker(args: &[&str]) -> String {
 }
 
 /// Builds the image `tag` from `dockerfile` (with the classic builder: no registry is
-/// reachable), failing the test with the build's output when it fails.
+/// reachable), failing the test with the build's output when it fails. A label naming
+/// `tag` right after `FROM` makes every layer this test's own, so a parallel test that
+/// removes its identical image never removes this one's.
 pub fn build_image(tag: &str, dockerfile: &str) {
+    let dockerfile = match dockerfile.split_once('\n') {
+        Some((from, rest)) => format!("{from}\nLABEL empire.test.image=\"{tag}\"\n{rest}"),
+        None => format!("{dockerfile}\nLABEL empire.test.image=\"{tag}\"\n"),
+    };
     let mut build = Command::new("docker")
         .args(["build", "-q", "-t", tag, "-"])
         .env("DOCKER_BUILDKIT", "0")

@@ -597,8 +597,8 @@ pub fn build_image(gw: &Gateway, app: &str, tag: &str, index: &str) -> String {
     )
     .unwrap();
     fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
-    write_dockerfile(root);
     let image = format!("empire/{app}:{tag}");
+    write_dockerfile(root, &image);
     let output = Command::new("docker")
         .args(["build", "-q", "-t", &image])
         .arg(root)
@@ -612,11 +612,15 @@ pub fn build_image(gw: &Gateway, app: &str, tag: &str, index: &str) -> String {
     image
 }
 
-fn write_dockerfile(root: &Path) {
+/// The test app's Dockerfile. A label naming the image makes its layers its own: a
+/// parallel test removing an identical image cannot remove them.
+fn write_dockerfile(root: &Path, image: &str) {
     fs::write(
         root.join("Dockerfile"),
-        "FROM empire/busybox\nCOPY www /www\n\
-         CMD [\"/bin/sh\", \"-c\", \"echo booting $(cat /www/index.html); exec httpd -f -p $PORT -h /www\"]\n",
+        format!(
+            "FROM empire/busybox\nLABEL empire.test.image=\"{image}\"\nCOPY www /www\n\
+             CMD [\"/bin/sh\", \"-c\", \"echo booting $(cat /www/index.html); exec httpd -f -p $PORT -h /www\"]\n"
+        ),
     )
     .unwrap();
 }
