@@ -141,42 +141,17 @@ fn release(description: &str) -> NewRelease {
     }
 }
 
+/// Two gateways' stores on one database.
+async fn two_gateways(url: &str) -> (Arc<dyn Store>, Arc<dyn Store>) {
+    let (a, b) = tokio::join!(PostgresStore::connect(url), PostgresStore::connect(url));
+    (Arc::new(a.unwrap()), Arc::new(b.unwrap()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_number_concurrent_releases_once_each() {
     with_db(|url| async move {
-        let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
-        let (a, b) = (a.unwrap(), b.unwrap());
-        a.create_user("alice", false).await.unwrap();
-        a.create_app(&app("web"), "alice").await.unwrap();
-
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            for store in [a.clone(), b.clone()] {
-                tasks.push(tokio::spawn(async move {
-                    store
-                        .create_release(&app("web"), release(&format!("deploy {i}")))
-                        .await
-                        .map(|r| r.version)
-                }));
-            }
-        }
-        let mut versions = Vec::new();
-        for task in tasks {
-            versions.push(task.await.unwrap().unwrap());
-        }
-        versions.sort_unstable();
-        assert_eq!(versions, (1..=40).collect::<Vec<u32>>());
-
-        // Both see all 40, newest first, each description once.
-        for store in [&a, &b] {
-            let listed = store.releases(&app("web")).await.unwrap();
-            let numbers: Vec<u32> = listed.iter().map(|r| r.version).collect();
-            assert_eq!(numbers, (1..=40).rev().collect::<Vec<u32>>());
-            let mut descriptions: Vec<_> = listed.iter().map(|r| r.description.clone()).collect();
-            descriptions.sort();
-            descriptions.dedup();
-            assert_eq!(descriptions.len(), 20);
-        }
+        let (a, b) = two_gateways(&url).await;
+        store_suite::two_handles_number_releases_once(a, b).await;
     })
     .await;
 }
@@ -184,95 +159,8 @@ async fn two_gateways_number_concurrent_releases_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_held_by_one_gateway_is_refused_to_the_other() {
     with_db(|url| async move {
-        let a = PostgresStore::connect(&url).await.unwrap();
-        let b = PostgresStore::connect(&url).await.unwrap();
-        let web = app("web");
-        let short = Duration::from_millis(300);
-        let long = Duration::from_secs(60);
-
-        // Lapses after its TTL, by the database clock.
-        assert_eq!(
-            a.try_acquire_lease(&web, "deploy-a", "alice", short)
-                .await
-                .unwrap(),
-            None
-        );
-        let holder = b
-            .try_acquire_lease(&web, "deploy-b", "bob", long)
-            .await
-            .unwrap()
-            .expect("A holds the lease");
-        assert_eq!(
-            (holder.owner.as_str(), holder.user.as_str()),
-            ("deploy-a", "alice")
-        );
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(
-            b.try_acquire_lease(&web, "deploy-b", "bob", long)
-                .await
-                .unwrap(),
-            None
-        );
-        let err = a.renew_lease(&web, "deploy-a", short).await.unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-        assert_eq!(err.to_string(), "deploy lease of web was lost");
-        // A's late release does not free B's lease.
-        a.release_lease(&web, "deploy-a").await.unwrap();
-        let holder = a
-            .try_acquire_lease(&web, "deploy-a", "alice", long)
-            .await
-            .unwrap()
-            .expect("B holds the lease");
-        assert_eq!(holder.owner, "deploy-b");
-
-        // Freed at once when its holder gives it back.
-        b.release_lease(&web, "deploy-b").await.unwrap();
-        assert_eq!(
-            a.try_acquire_lease(&web, "deploy-a", "alice", long)
-                .await
-                .unwrap(),
-            None
-        );
-        // Renewal keeps it from others past the first TTL.
-        let api = app("api");
-        assert_eq!(
-            a.try_acquire_lease(&api, "deploy-a", "alice", short)
-                .await
-                .unwrap(),
-            None
-        );
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            a.renew_lease(&api, "deploy-a", short).await.unwrap();
-        }
-        assert!(
-            b.try_acquire_lease(&api, "deploy-b", "bob", long)
-                .await
-                .unwrap()
-                .is_some()
-        );
-
-        // Many takers at once across both gateways: exactly one wins.
-        let contested = app("contested");
-        let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-                let contested = contested.clone();
-                tokio::spawn(async move {
-                    store
-                        .try_acquire_lease(&contested, &format!("deploy-{i}"), "alice", long)
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut winners = 0;
-        for task in tasks {
-            if task.await.unwrap().is_none() {
-                winners += 1;
-            }
-        }
-        assert_eq!(winners, 1);
+        let (a, b) = two_gateways(&url).await;
+        store_suite::two_handles_share_one_lease(a, b, Duration::from_millis(300)).await;
     })
     .await;
 }

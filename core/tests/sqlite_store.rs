@@ -55,113 +55,25 @@ fn pragma(path: &Path, name: &str) -> String {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_release_numbering_is_unique_across_handles() {
+/// Two handles on one database file.
+async fn two_handles() -> (tempfile::TempDir, Arc<dyn Store>, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empire.db");
     let a = SqliteStore::open(&path).await.unwrap();
     let b = SqliteStore::open(&path).await.unwrap();
-    a.create_user("alice", false).await.unwrap();
-    a.create_app(&app("web"), "alice").await.unwrap();
-
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        for store in [a.clone(), b.clone()] {
-            tasks.push(tokio::spawn(async move {
-                store
-                    .create_release(&app("web"), release(&format!("deploy {i}")))
-                    .await
-                    .map(|r| r.version)
-            }));
-        }
-    }
-    let mut versions = Vec::new();
-    for task in tasks {
-        versions.push(task.await.unwrap().unwrap());
-    }
-    versions.sort_unstable();
-    assert_eq!(versions, (1..=40).collect::<Vec<u32>>());
-
-    // Both handles see all 40, newest first.
-    let listed: Vec<u32> = b
-        .releases(&app("web"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.version)
-        .collect();
-    assert_eq!(listed, (1..=40).rev().collect::<Vec<u32>>());
+    (dir, Arc::new(a), Arc::new(b))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_release_numbering_is_unique_across_handles() {
+    let (_dir, a, b) = two_handles().await;
+    store_suite::two_handles_number_releases_once(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_held_by_one_handle_is_refused_to_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("empire.db");
-    let a = SqliteStore::open(&path).await.unwrap();
-    let b = SqliteStore::open(&path).await.unwrap();
-    let web = app("web");
-    let short = Duration::from_millis(200);
-    let long = Duration::from_secs(60);
-
-    // Lapses after its TTL.
-    assert_eq!(
-        a.try_acquire_lease(&web, "deploy-a", "alice", short)
-            .await
-            .unwrap(),
-        None
-    );
-    let holder = b
-        .try_acquire_lease(&web, "deploy-b", "bob", long)
-        .await
-        .unwrap()
-        .expect("A holds the lease");
-    assert_eq!(holder.owner, "deploy-a");
-    assert_eq!(holder.user, "alice");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        b.try_acquire_lease(&web, "deploy-b", "bob", long)
-            .await
-            .unwrap(),
-        None
-    );
-    let err = a.renew_lease(&web, "deploy-a", short).await.unwrap_err();
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
-    assert_eq!(err.to_string(), "deploy lease of web was lost");
-    // A's late release does not free B's lease.
-    a.release_lease(&web, "deploy-a").await.unwrap();
-    let holder = a
-        .try_acquire_lease(&web, "deploy-a", "alice", long)
-        .await
-        .unwrap()
-        .expect("B holds the lease");
-    assert_eq!(holder.owner, "deploy-b");
-
-    // Freed at once when its holder gives it back.
-    b.release_lease(&web, "deploy-b").await.unwrap();
-    assert_eq!(
-        a.try_acquire_lease(&web, "deploy-a", "alice", long)
-            .await
-            .unwrap(),
-        None
-    );
-    // Renewal keeps it away from others past the first TTL.
-    let api = app("api");
-    assert_eq!(
-        a.try_acquire_lease(&api, "deploy-a", "alice", short)
-            .await
-            .unwrap(),
-        None
-    );
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        a.renew_lease(&api, "deploy-a", short).await.unwrap();
-    }
-    assert!(
-        b.try_acquire_lease(&api, "deploy-b", "bob", long)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let (_dir, a, b) = two_handles().await;
+    store_suite::two_handles_share_one_lease(a, b, Duration::from_millis(200)).await;
 }
 
 #[tokio::test]

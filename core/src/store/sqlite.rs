@@ -79,12 +79,25 @@ impl SqliteStore {
                     Error::Store(format!("cannot create directory {}: {e}", dir.display()))
                 })?;
             }
-            let mut conn = Connection::open(&path).map_err(|e| {
-                Error::Store(format!("cannot open database {}: {e}", path.display()))
-            })?;
-            configure(&conn, true)?;
-            migrate(&mut conn)?;
-            Ok(conn)
+            // Switching a new file to WAL and reading its schema version can meet
+            // SQLITE_BUSY without the busy handler being consulted, while another
+            // process opens the same new file: retry within the busy timeout.
+            let started = std::time::Instant::now();
+            loop {
+                let mut conn = Connection::open(&path).map_err(|e| {
+                    Error::Store(format!("cannot open database {}: {e}", path.display()))
+                })?;
+                match configure(&conn, true).and_then(|()| migrate(&mut conn)) {
+                    Ok(()) => return Ok(conn),
+                    Err(Error::Store(message))
+                        if message.contains("database is locked")
+                            && started.elapsed() < BUSY_TIMEOUT =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
         })
         .await
         .map_err(|e| Error::Store(format!("store task failed: {e}")))??;

@@ -1,6 +1,7 @@
 //! The store's behaviour, written once and run against every implementation: each
 //! function gets a fresh, empty store. `store_suite!(harness)` makes one test per
-//! behaviour, where `harness(behaviour)` runs it on a fresh store of one kind.
+//! behaviour, where `harness(behaviour)` runs it on a fresh store of one kind. The
+//! `two_handles_*` behaviours take two handles on one database (two gateways).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -1255,4 +1256,137 @@ pub async fn concurrent_releases_are_numbered_once_each(store: Arc<dyn Store>) {
     }
     versions.sort_unstable();
     assert_eq!(versions, (1..=20).collect::<Vec<u32>>());
+}
+
+/// Two handles (two gateways) creating releases at once: 40 versions, each once, and
+/// both list all of them newest first.
+pub async fn two_handles_number_releases_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    a.create_user("alice", false).await.unwrap();
+    a.create_app(&app("web"), "alice").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        for store in [Arc::clone(&a), Arc::clone(&b)] {
+            tasks.push(tokio::spawn(async move {
+                let release = NewRelease {
+                    user: "alice".into(),
+                    description: format!("deploy {i}"),
+                    ..NewRelease::default()
+                };
+                store
+                    .create_release(&app("web"), release)
+                    .await
+                    .map(|r| r.version)
+            }));
+        }
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.unwrap().unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=40).collect::<Vec<u32>>());
+    for store in [&a, &b] {
+        let listed = store.releases(&app("web")).await.unwrap();
+        let numbers: Vec<u32> = listed.iter().map(|r| r.version).collect();
+        assert_eq!(numbers, (1..=40).rev().collect::<Vec<u32>>());
+        let mut descriptions: Vec<_> = listed.iter().map(|r| r.description.clone()).collect();
+        descriptions.sort();
+        descriptions.dedup();
+        assert_eq!(descriptions.len(), 20);
+    }
+}
+
+/// A lease held through one handle is refused through the other until it lapses (after
+/// `ttl`) or is given back; renewal keeps it; of many takers at once exactly one wins.
+pub async fn two_handles_share_one_lease(a: Arc<dyn Store>, b: Arc<dyn Store>, ttl: Duration) {
+    let web = app("web");
+    let long = Duration::from_secs(60);
+
+    // Lapses after its TTL.
+    assert_eq!(
+        a.try_acquire_lease(&web, "deploy-a", "alice", ttl)
+            .await
+            .unwrap(),
+        None
+    );
+    let holder = b
+        .try_acquire_lease(&web, "deploy-b", "bob", long)
+        .await
+        .unwrap()
+        .expect("A holds the lease");
+    assert_eq!(
+        (holder.owner.as_str(), holder.user.as_str()),
+        ("deploy-a", "alice")
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(
+        b.try_acquire_lease(&web, "deploy-b", "bob", long)
+            .await
+            .unwrap(),
+        None
+    );
+    let err = a.renew_lease(&web, "deploy-a", ttl).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert_eq!(err.to_string(), "deploy lease of web was lost");
+    // A's late release does not free B's lease.
+    a.release_lease(&web, "deploy-a").await.unwrap();
+    let holder = a
+        .try_acquire_lease(&web, "deploy-a", "alice", long)
+        .await
+        .unwrap()
+        .expect("B holds the lease");
+    assert_eq!(holder.owner, "deploy-b");
+
+    // Freed at once when its holder gives it back.
+    b.release_lease(&web, "deploy-b").await.unwrap();
+    assert_eq!(
+        a.try_acquire_lease(&web, "deploy-a", "alice", long)
+            .await
+            .unwrap(),
+        None
+    );
+    // Renewal keeps it from others past the first TTL.
+    let api = app("api");
+    assert_eq!(
+        a.try_acquire_lease(&api, "deploy-a", "alice", ttl)
+            .await
+            .unwrap(),
+        None
+    );
+    for _ in 0..4 {
+        tokio::time::sleep(ttl / 2).await;
+        a.renew_lease(&api, "deploy-a", ttl).await.unwrap();
+    }
+    assert!(
+        b.try_acquire_lease(&api, "deploy-b", "bob", long)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Many takers at once across both handles: exactly one wins.
+    let contested = app("contested");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                Arc::clone(&a)
+            } else {
+                Arc::clone(&b)
+            };
+            let contested = contested.clone();
+            tokio::spawn(async move {
+                store
+                    .try_acquire_lease(&contested, &format!("deploy-{i}"), "alice", long)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap().is_none() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
 }
