@@ -131,6 +131,24 @@ fn flush() {
     let _ = std::io::stdout().flush();
 }
 
+/// Prints `<label>... `, runs `action`, then `done` or `failed` on the same line; prints
+/// nothing when `quiet` (`--json`).
+async fn announce<T>(
+    label: &str,
+    quiet: bool,
+    action: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    if !quiet {
+        out!("{label}... ");
+        flush();
+    }
+    let result = action.await;
+    if !quiet {
+        outln!("{}", if result.is_ok() { "done" } else { "failed" });
+    }
+    result
+}
+
 /// Prints `-----> what...` now, so a slow operation shows what it is doing.
 fn step(what: &str) {
     outln!("-----> {what}...");
@@ -360,15 +378,14 @@ async fn destroy(target: &AppArgs, confirm: Option<String>) -> Result<()> {
     if confirm != app {
         bail!("--confirm {confirm} does not match the app {app}: nothing was destroyed");
     }
-    out!("Destroying {app} (including all processes)... ");
-    flush();
     let path = app_path(&app, "");
     let call = Call::new(Method::DELETE, &path).header("x-heroku-confirm", &confirm);
-    if let Err(err) = client.call(call).await {
-        outln!("failed");
-        return Err(err);
-    }
-    outln!("done");
+    announce(
+        &format!("Destroying {app} (including all processes)"),
+        false,
+        client.call(call),
+    )
+    .await?;
     Ok(())
 }
 
@@ -891,38 +908,26 @@ async fn domains(target: &AppArgs, json: bool) -> Result<()> {
 
 async fn domains_add(target: &AppArgs, hostname: &str, json: bool) -> Result<()> {
     let (client, app) = for_app(target)?;
-    if !json {
-        out!("Adding {hostname} to {app}... ");
-        flush();
-    }
-    let result = client
-        .post(&app_path(&app, "/domains"), json!({ "hostname": hostname }))
-        .await;
-    match result {
-        Ok(domain) if json => output::json(&domain),
-        Ok(_) => outln!("done"),
-        Err(err) => {
-            if !json {
-                outln!("failed");
-            }
-            return Err(err);
-        }
+    let domain = announce(
+        &format!("Adding {hostname} to {app}"),
+        json,
+        client.post(&app_path(&app, "/domains"), json!({ "hostname": hostname })),
+    )
+    .await?;
+    if json {
+        output::json(&domain);
     }
     Ok(())
 }
 
 async fn domains_remove(target: &AppArgs, hostname: &str) -> Result<()> {
     let (client, app) = for_app(target)?;
-    out!("Removing {hostname} from {app}... ");
-    flush();
-    if let Err(err) = client
-        .delete(&app_path(&app, &format!("/domains/{}", segment(hostname))))
-        .await
-    {
-        outln!("failed");
-        return Err(err);
-    }
-    outln!("done");
+    announce(
+        &format!("Removing {hostname} from {app}"),
+        false,
+        client.delete(&app_path(&app, &format!("/domains/{}", segment(hostname)))),
+    )
+    .await?;
     Ok(())
 }
 
@@ -945,37 +950,27 @@ async fn access(target: &AppArgs, json: bool) -> Result<()> {
 
 async fn access_add(target: &AppArgs, user: &str) -> Result<()> {
     let (client, app) = for_app(target)?;
-    out!("Adding {user} access to {app}... ");
-    flush();
-    if let Err(err) = client
-        .put(&app_path(
+    announce(
+        &format!("Adding {user} access to {app}"),
+        false,
+        client.put(&app_path(
             &app,
             &format!("/collaborators/{}", segment(user)),
-        ))
-        .await
-    {
-        outln!("failed");
-        return Err(err);
-    }
-    outln!("done");
+        )),
+    )
+    .await?;
     Ok(())
 }
 
 async fn access_remove(target: &AppArgs, user: &str) -> Result<()> {
     let (client, app) = for_app(target)?;
-    out!("Removing {user} access from {app}... ");
-    flush();
-    if let Err(err) = client
-        .delete(&app_path(
-            &app,
-            &format!("/collaborators/{}", segment(user)),
-        ))
-        .await
-    {
-        outln!("failed");
-        return Err(err);
-    }
-    outln!("done");
+    let path = app_path(&app, &format!("/collaborators/{}", segment(user)));
+    announce(
+        &format!("Removing {user} access from {app}"),
+        false,
+        client.delete(&path),
+    )
+    .await?;
     Ok(())
 }
 
@@ -1156,16 +1151,12 @@ async fn keys_remove(key: &str) -> Result<()> {
             _ => bail!("several of your SSH keys have the comment {key:?}: give the fingerprint"),
         }
     };
-    out!("Removing {fingerprint} SSH key... ");
-    flush();
-    if let Err(err) = client
-        .delete(&format!("/account/keys/{}", segment(&fingerprint)))
-        .await
-    {
-        outln!("failed");
-        return Err(err);
-    }
-    outln!("done");
+    announce(
+        &format!("Removing {fingerprint} SSH key"),
+        false,
+        client.delete(&format!("/account/keys/{}", segment(&fingerprint))),
+    )
+    .await?;
     Ok(())
 }
 
