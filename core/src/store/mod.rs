@@ -1,10 +1,12 @@
 //! The store: the only source of truth. [`SqliteStore`] is the embedded default;
 //! [`PostgresStore`] lets several gateways share one database.
 
+mod builds;
 mod errors;
 mod postgres;
 mod sqlite;
 mod validate;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -12,8 +14,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use builds::BuildStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::WebhookStore;
 
 use crate::app::{App, AppName};
 use crate::domain::Domain;
@@ -49,8 +53,11 @@ pub struct ReleaseBuild {
 }
 
 /// Persistent state. Every method is a single transaction: nothing half-applied.
+///
+/// The builds of connected repositories ([`BuildStore`]) and outgoing webhooks
+/// ([`WebhookStore`]) are their own traits, implemented by every store.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: BuildStore + WebhookStore + Send + Sync {
     /// Creates a user; the first user ever created is an admin whatever `admin` says.
     async fn create_user(&self, name: &str, admin: bool) -> Result<User>;
     /// Looks a user up by name.

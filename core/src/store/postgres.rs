@@ -44,10 +44,20 @@ use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatu
 use crate::user::{ApiToken, SshKey, User};
 
 /// The schema migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_builds",
+        include_str!("migrations/postgres/0002_builds.sql"),
+    ),
+    (
+        "0003_webhooks",
+        include_str!("migrations/postgres/0003_webhooks.sql"),
+    ),
+];
 
 /// The advisory lock key migrations run under ("empire" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0000_656d_7069_7265;
@@ -1409,3 +1419,6 @@ impl Store for PostgresStore {
         })
     }
 }
+
+mod builds;
+mod webhooks;

@@ -41,6 +41,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_operate",
         include_str!("migrations/sqlite/0002_operate.sql"),
     ),
+    (
+        "0003_builds",
+        include_str!("migrations/sqlite/0003_builds.sql"),
+    ),
+    (
+        "0004_webhooks",
+        include_str!("migrations/sqlite/0004_webhooks.sql"),
+    ),
 ];
 
 /// How long a connection waits for another writer's lock before giving up.
@@ -1205,6 +1213,9 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+mod builds;
+mod webhooks;
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,9 @@ use empire_core::store::{ReleaseBuild, Store};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+pub(crate) mod builds;
+pub(crate) mod webhooks;
+
 /// One `#[tokio::test]` per behaviour below, in a module `suite`, each run by `$harness`
 /// (an `async fn(impl FnOnce(Arc<dyn Store>) -> impl Future<Output = ()>)`).
 macro_rules! store_suite {
@@ -39,12 +42,22 @@ macro_rules! store_suite {
                 only_releases_that_never_succeeded_are_deleted,
                 concurrent_releases_are_numbered_once_each,
             );
+            $crate::store_suite::builds::build_store_tests!($harness);
+            $crate::store_suite::webhooks::webhook_store_tests!($harness);
         }
     };
 }
 
 /// The tests `store_suite!` makes.
 macro_rules! store_suite_tests {
+    ($harness:path; in $module:ident; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $harness(crate::store_suite::$module::$name).await;
+            }
+        )*
+    };
     ($harness:path; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,1 @@
+-- Repositories connected to apps, their builds and the webhook deliveries seen.
