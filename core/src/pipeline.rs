@@ -870,11 +870,12 @@ pub fn deploy_spec(release: &Release, formation: &[ProcessFormation]) -> Result<
         .map(|(name, command)| {
             let scaled = formation.iter().find(|f| &f.process == name);
             ProcessSpec {
-                name: name.clone(),
-                command: (!command.is_empty()).then(|| command.clone()),
-                quantity: scaled.map_or(u32::from(name == "web"), |f| f.quantity),
-                healthcheck: None,
                 size: scaled.map(|f| f.size).unwrap_or_default(),
+                ..ProcessSpec::new(
+                    name.clone(),
+                    (!command.is_empty()).then(|| command.clone()),
+                    scaled.map_or(u32::from(name == "web"), |f| f.quantity),
+                )
             }
         })
         .collect();

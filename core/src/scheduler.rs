@@ -1,6 +1,8 @@
 //! The seam between the pipeline and whatever runs processes: the `docker` backend
 //! (local containers behind the router) or `ecs`.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -31,6 +33,55 @@ pub struct ProcessSpec {
     /// CPU shares and memory of each instance.
     #[serde(default)]
     pub size: ProcessSize,
+    /// A schedule (extended Procfile `cron`): the process runs as a one-off on it,
+    /// never as a service.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// No service runs this process type (extended Procfile `noservice`); it is only `run`.
+    #[serde(default)]
+    pub noservice: bool,
+    /// Ports exposed through a load balancer (extended Procfile `ports`); empty means
+    /// `$PORT` behind the app's HTTP route.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Variables only this process type sees (extended Procfile `environment`), over
+    /// the release's config.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+}
+
+impl ProcessSpec {
+    /// A process type running `command` (the image's CMD when `None`) at `quantity`,
+    /// with every other setting at its default.
+    pub fn new(name: impl Into<String>, command: Option<String>, quantity: u32) -> Self {
+        ProcessSpec {
+            name: name.into(),
+            command,
+            quantity,
+            healthcheck: None,
+            size: ProcessSize::default(),
+            cron: None,
+            noservice: false,
+            ports: Vec::new(),
+            environment: BTreeMap::new(),
+        }
+    }
+
+    /// Whether instances of this process type run as a long-lived service.
+    pub fn is_service(&self) -> bool {
+        self.cron.is_none() && !self.noservice
+    }
+}
+
+/// A load-balancer port in front of a container port (`"80:8080"`, `"443:8080/https"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// The port the load balancer listens on.
+    pub listener: u16,
+    /// The port the container listens on.
+    pub container: u16,
+    /// `http`, `https` or `tcp`.
+    pub protocol: String,
 }
 
 /// Everything a scheduler needs to run a release.

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use empire_core::app::AppName;
-use empire_core::formation::ProcessSize;
 use empire_core::progress::{Progress, ProgressSink};
 use empire_core::scheduler::{DeploySpec, ProcessSpec, Scheduler};
 use empire_deployer::{DockerScheduler, DockerSchedulerOptions, Router};
@@ -379,24 +378,12 @@ impl ClientLoop {
 }
 
 pub fn web(name: &str, command: Option<&str>) -> ProcessSpec {
-    ProcessSpec {
-        name: name.into(),
-        command: command.map(str::to_string),
-        quantity: 1,
-        healthcheck: None,
-        size: ProcessSize::default(),
-    }
+    ProcessSpec::new(name, command.map(str::to_string), 1)
 }
 
 /// A process type that runs `command` `quantity` times.
 pub fn process(name: &str, command: &str, quantity: u32) -> ProcessSpec {
-    ProcessSpec {
-        name: name.into(),
-        command: Some(command.into()),
-        quantity,
-        healthcheck: None,
-        size: ProcessSize::default(),
-    }
+    ProcessSpec::new(name, Some(command.into()), quantity)
 }
 
 pub fn spec(
