@@ -122,6 +122,51 @@ CLK_TCK=$(getconf CLK_TCK)
 # cpu_pct TICKS SECONDS: CPU use in percent of one core.
 cpu_pct() { calc1 "$1 * 100 / $CLK_TCK / $2"; }
 
+# rss_breakdown PID: where a process's resident memory is, from /proc/PID/smaps, in MiB:
+# the executable's own mappings, other files (shared libraries, the database's -shm),
+# the main heap (brk: glibc's main malloc arena), glibc's other malloc arenas (anonymous
+# mappings starting on a 64 MiB boundary), thread stacks (anonymous mappings right after
+# a guard page), other anonymous memory (large mallocs served by mmap), plus the thread
+# count. One line, also used by docs/benchmarks-api.md.
+rss_breakdown() {
+    local exe threads
+    exe=$(readlink "/proc/$1/exe")
+    threads=$(awk '$1 == "Threads:" { print $2 }' "/proc/$1/status")
+    awk -v exe="$exe" -v threads="$threads" '
+        function hex(s,   i, c, n) {
+            n = 0
+            for (i = 1; i <= length(s); i++) {
+                c = index("0123456789abcdef", substr(s, i, 1)) - 1
+                n = n * 16 + c
+            }
+            return n
+        }
+        $1 ~ /^[0-9a-f]+-[0-9a-f]+$/ {
+            split($1, r, "-")
+            start = hex(r[1]); end = hex(r[2]); perms = $2; path = $6
+            if (path == exe) kind = "binary"
+            else if (path == "[heap]") kind = "heap"
+            else if (path == "[stack]") kind = "stacks"
+            else if (path ~ /^\//) kind = "files"
+            else if (path != "") kind = "other"
+            else if (perms ~ /^rw/ && start % 67108864 == 0) kind = "arenas"
+            else if (perms ~ /^rw/ && prev_guard && prev_end == start) kind = "stacks"
+            else kind = "anon"
+            prev_guard = (path == "" && perms ~ /^---/ && end - start <= 65536)
+            prev_end = end
+            if (kind == "arenas") n_arenas++
+            if (kind == "stacks") n_stacks++
+            next
+        }
+        $1 == "Rss:" { kb[kind] += $2; total += $2 }
+        END {
+            printf "RSS %.1f MiB: binary %.1f, other files %.1f, main heap %.1f, %d malloc arenas %.1f, %d thread stacks %.1f, other anon %.1f, misc %.1f; %d threads\n",
+                total / 1024, kb["binary"] / 1024, kb["files"] / 1024, kb["heap"] / 1024,
+                n_arenas, kb["arenas"] / 1024, n_stacks, kb["stacks"] / 1024,
+                kb["anon"] / 1024, kb["other"] / 1024, threads
+        }' "/proc/$1/smaps"
+}
+
 # --- wrk ------------------------------------------------------------------------------
 
 # to_ms VALUE: wrk's 812.00us / 1.23ms / 2.01s / 1.00m in milliseconds.
@@ -202,6 +247,7 @@ pg_drop() {
 
 ROWS=()
 RSS_ROWS=()
+BREAKDOWNS=()
 FLOOR_DONE=0
 MISSES=()
 
@@ -268,6 +314,10 @@ bench_store() {
     idle_cpu=$(cpu_pct $(($(cpu_ticks "$GW_PID") - c0)) "$(secs_between "$t0" "$(now)")")
     RSS_KB=$(gw_status_kb VmRSS)
     note "idle: VmRSS $((RSS_KB / 1024)) MiB, gateway CPU $idle_cpu % of a core"
+    BREAKDOWN=$(rss_breakdown "$GW_PID")
+    cp "/proc/$GW_PID/smaps" "$BENCH_TMP/$store-idle-smaps.txt"
+    note "idle $BREAKDOWN"
+    BREAKDOWNS+=("$store: $BREAKDOWN")
 
     if [ "$FLOOR_DONE" = 0 ]; then
         measure "$store-health" /health
@@ -305,6 +355,9 @@ echo "API throughput: wrk ${WRK_LOAD[*]} from the same machine, $APPS apps x $RE
 table "route|store|req/s|req/s range|p50 ms|p99 ms|answer bytes|gateway CPU %|CPU ms/req|req/s vs 0.13|p99 vs 0.13|goal (req/s / p99)" "${ROWS[@]}"
 echo
 table "store|idle VmRSS MiB|VmHWM after load MiB|idle CPU % (1 core)|start to healthy s|RSS vs 0.13|goal <= $GOAL_RSS_MB MiB" "${RSS_ROWS[@]}"
+echo
+echo "idle memory (MiB, from /proc/PID/smaps):"
+printf '  %s\n' "${BREAKDOWNS[@]}"
 echo
 echo "anchor (Empire 0.13, PostgreSQL): GET /apps $ANCHOR_APPS_RPS req/s p99 $ANCHOR_APPS_P99 ms (385 KB), GET /apps/{app}/releases $ANCHOR_REL_RPS req/s p99 $ANCHOR_REL_P99 ms, idle RSS $ANCHOR_RSS_MB MB"
 echo "goals (each store): GET /apps >= $GOAL_APPS_RPS req/s p99 <= $GOAL_APPS_P99 ms, releases >= $GOAL_REL_RPS req/s p99 <= $GOAL_REL_P99 ms, idle RSS <= $GOAL_RSS_MB MB"

@@ -249,7 +249,7 @@ run_gateway() {
 
     R[gw-$lang-slug]=$(slug_bytes "empire/$app:v2")
     R[gw-$lang-image]=$(image_bytes "empire/$app:v2")
-    note "gateway $lang: cold ${R[gw-$lang-cold]##* } s, warm ${R[gw-$lang-warm]##* } s"
+    note "gateway $lang: cold ${R[gw-$lang-cold]##* } s, warm ${R[gw-$lang-warm]##* } s (load average $(cut -d' ' -f1 /proc/loadavg))"
 }
 
 # floor NAME CONTEXT TAG BODY [--no-cache]: docker build + docker run + first 200;
@@ -282,7 +282,7 @@ run_floor() {
     add "df-$lang-warm" "$(floor "df-$lang-warm-$i" "$ctx" "$tag" "$(body "$lang" "$m")")"
     R[df-$lang-slug]=$(slug_bytes "$tag")
     R[df-$lang-image]=$(image_bytes "$tag")
-    note "Dockerfile $lang: cold ${R[df-$lang-cold]##* } s, warm ${R[df-$lang-warm]##* } s"
+    note "Dockerfile $lang: cold ${R[df-$lang-cold]##* } s, warm ${R[df-$lang-warm]##* } s (load average $(cut -d' ' -f1 /proc/loadavg))"
 }
 
 for ((i = 1; i <= REPS; i++)); do

@@ -21,6 +21,8 @@ cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 log "Building"
 cargo build --locked --workspace --bins --examples
+log "Testing ansible/ (lint, a Debian 12 host converged twice, AWS pieces against moto)"
+EMPIRE_BINARY=${CARGO_TARGET_DIR:-target}/debug/empire scripts/ansible-test.sh
 log "Running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bollard::query_parameters::{
     ListImagesOptions, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
@@ -137,7 +138,9 @@ enum Auth {
     Ecr(Box<EcrAuth>),
 }
 
-/// A registry images are pushed to.
+/// A registry images are pushed to. Clones share the credentials (an ECR token fetched
+/// for one is cached for all), so the scheduler pulls with the builder's login.
+#[derive(Clone)]
 pub struct Registry {
     /// `HOST[:PORT]`, as images are named.
     name: String,
@@ -145,7 +148,7 @@ pub struct Registry {
     prefix: Option<String>,
     /// `HOST[:PORT]` the engine pushes to.
     endpoint: String,
-    auth: Auth,
+    auth: Arc<Auth>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -187,7 +190,7 @@ impl Registry {
             name,
             prefix,
             endpoint,
-            auth,
+            auth: Arc::new(auth),
         })
     }
 
@@ -208,7 +211,7 @@ impl Registry {
 
     /// `none`, `basic` or `ecr`.
     pub fn auth_kind(&self) -> &'static str {
-        match self.auth {
+        match *self.auth {
             Auth::None => "none",
             Auth::Basic(_) => "basic",
             Auth::Ecr(_) => "ecr",
@@ -251,7 +254,7 @@ impl Registry {
 
     /// The login to send, and whether it is fresh (an ECR token just fetched).
     async fn login(&self) -> Result<(Option<Login>, bool), RegistryError> {
-        match &self.auth {
+        match &*self.auth {
             Auth::None => Ok((None, true)),
             Auth::Basic(login) => Ok((Some(login.clone()), true)),
             Auth::Ecr(ecr) => {
@@ -261,9 +264,27 @@ impl Registry {
         }
     }
 
+    /// The username and password to pull the registry's images with (`None` for an
+    /// open registry): the same login pushes use, an ECR token from the shared cache.
+    /// `renew` drops a cached ECR token first (the registry refused it).
+    /// Fails with the reason in one line (ECR's `GetAuthorizationToken` failed).
+    pub async fn pull_login(&self, renew: bool) -> Result<Option<(String, String)>, String> {
+        match &*self.auth {
+            Auth::None => Ok(None),
+            Auth::Basic(login) => Ok(Some((login.username.clone(), login.password.clone()))),
+            Auth::Ecr(ecr) => {
+                if renew {
+                    ecr.invalidate().await;
+                }
+                let (login, _) = ecr.login().await.map_err(|err| one_line(&err))?;
+                Ok(Some((login.username, login.password)))
+            }
+        }
+    }
+
     /// What to tell the user when the registry refused the credentials.
     fn unauthorized(&self, message: &str) -> RegistryError {
-        let hint = match self.auth {
+        let hint = match *self.auth {
             Auth::None => {
                 "the registry wants credentials: use --registry-auth basic with \
                  --registry-username/--registry-password"
@@ -671,7 +692,7 @@ impl DockerBuilder {
     ) -> Result<String, RegistryError> {
         let step = progress.step(format!("Pushing image to {}", registry.shown()));
         let repository = registry.repository(app);
-        if let Auth::Ecr(ecr) = &registry.auth {
+        if let Auth::Ecr(ecr) = &*registry.auth {
             let created = ecr
                 .ensure_repository(&repository)
                 .await
@@ -740,7 +761,7 @@ impl DockerBuilder {
                     return self.digest_after_push(registry, push_name).await;
                 }
                 Err(PushFailure::Unauthorized(message)) => {
-                    if let Auth::Ecr(ecr) = &registry.auth
+                    if let Auth::Ecr(ecr) = &*registry.auth
                         && !fresh
                         && !retried
                     {

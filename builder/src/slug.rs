@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::container::LogOutput;
@@ -222,7 +223,8 @@ impl DockerBuilder {
             .map_err(|e| BuildpackError::docker("creating the build container", e))?
             .id;
 
-        // Removed below; the guard covers a build whose future is dropped midway.
+        // Removed in the background once the job is done, whatever its outcome (the
+        // guard also covers a build whose future is dropped midway).
         let guard = ContainerGuard::new(&docker, &container);
         let job = Job {
             docker: &docker,
@@ -241,7 +243,7 @@ impl DockerBuilder {
                 &run_env,
             )
             .await;
-        guard.remove().await;
+        guard.remove_later();
         drop(fetched);
         result
     }
@@ -249,6 +251,8 @@ impl DockerBuilder {
     /// Removes an app's build cache volume (when the app is destroyed). A missing volume
     /// is fine.
     pub async fn remove_cache(&self, app: &AppName) -> Result<(), BuilderError> {
+        // A build container still being removed would keep the volume in use.
+        self.finish_removals().await;
         let volume = cache_volume_name(app.as_str());
         match self
             .docker()
@@ -742,7 +746,9 @@ impl Job<'_> {
         let result = self
             .fill_and_commit(&slug, &tag, run_env, release, web, labels)
             .await;
-        guard.remove().await;
+        // The image is committed (or the commit failed): the container goes in the
+        // background.
+        guard.remove_later();
         let image_id = result?;
         if let Some(previous) = previous.filter(|p| *p != image_id) {
             // A rebuild of the same release: the image it replaces is now untagged.
@@ -939,9 +945,12 @@ async fn require_image(
     }
 }
 
-/// Removes a container when the build is done with it: [`ContainerGuard::remove`] on
-/// every path, or from a spawned task if the build's future is dropped first (a pusher
-/// that went away).
+/// Removes a container when the build is done with it: [`ContainerGuard::remove_later`]
+/// once the image is committed (the push does not wait for it), or from a spawned task
+/// when the guard is dropped on an error path or with the build's future (a pusher that
+/// went away). Either way the removal is counted until done, and
+/// [`DockerBuilder::finish_removals`] waits for the count to reach zero (a gateway that
+/// shuts down, an app whose cache volume is removed).
 struct ContainerGuard {
     docker: bollard::Docker,
     id: Option<String>,
@@ -955,21 +964,87 @@ impl ContainerGuard {
         }
     }
 
-    async fn remove(mut self) {
-        if let Some(id) = self.id.take() {
-            remove_container(&self.docker, &id).await;
-        }
+    /// Removes the container in the background.
+    fn remove_later(self) {
+        drop(self);
     }
 }
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let docker = self.docker.clone();
-            runtime.spawn(async move { remove_container(&docker, &id).await });
+        if let Some(id) = self.id.take() {
+            remove_in_background(self.docker.clone(), id);
         }
+    }
+}
+
+/// Build and slug containers being removed in the background.
+static REMOVALS: AtomicUsize = AtomicUsize::new(0);
+/// Woken when [`REMOVALS`] drops to zero.
+static REMOVALS_DONE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Counts a background removal until its task ends (also when the task is dropped).
+struct Removal;
+
+impl Removal {
+    fn start() -> Self {
+        REMOVALS.fetch_add(1, Ordering::SeqCst);
+        Removal
+    }
+}
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        if REMOVALS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            REMOVALS_DONE.notify_waiters();
+        }
+    }
+}
+
+/// Removes the container on a spawned task (counted in [`REMOVALS`]); without a runtime,
+/// a thread of its own runs the removal.
+fn remove_in_background(docker: bollard::Docker, id: String) {
+    let removal = Removal::start();
+    let task = async move {
+        let _removal = removal;
+        remove_container(&docker, &id).await;
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(task);
+        }
+        Err(_) => {
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(task),
+                    Err(err) => tracing::warn!(error = %err, "cannot remove a build container"),
+                }
+            });
+        }
+    }
+}
+
+impl DockerBuilder {
+    /// Waits until the build and slug containers being removed in the background are
+    /// gone. A gateway calls it before it exits, so none is left behind.
+    pub async fn finish_removals(&self) {
+        loop {
+            let done = REMOVALS_DONE.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if REMOVALS.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// How many build and slug containers are being removed in the background.
+    pub fn pending_removals(&self) -> usize {
+        REMOVALS.load(Ordering::SeqCst)
     }
 }
 

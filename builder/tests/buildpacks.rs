@@ -298,6 +298,9 @@ async fn build_with(
     let recorder = Arc::new(Recorder::default());
     let progress = Progress::new(recorder.clone());
     let result = builder.build(request, &progress).await;
+    // The build and slug containers are removed in the background after the build
+    // returns: wait for that, so the checks that none is left see the end state.
+    builder.finish_removals().await;
     if std::env::var_os("BP_TEST_SHOW_OUTPUT").is_some() {
         eprintln!("{}", recorder.lines().join("\n"));
     }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::app::AppName;
 use crate::build::{BuildRequest, BuiltImage, ImageBuilder};
 use crate::error::{Error, Result};
+use crate::event::NewEvent;
 use crate::formation::{ProcessFormation, ProcessSize};
 use crate::procfile;
 use crate::progress::{Progress, ProgressSink};
@@ -121,6 +122,9 @@ pub struct PipelineConfig {
     pub lease_ttl: Duration,
     /// The app's URL, with `{app}` replaced by its name (`http://{app}.localhost:8000/`).
     pub url_template: Option<String>,
+    /// Refuse deploys of code or images without a deploy message (`--require-message`);
+    /// rollbacks and config changes describe themselves.
+    pub require_message: bool,
 }
 
 impl Default for PipelineConfig {
@@ -130,6 +134,7 @@ impl Default for PipelineConfig {
             lock_timeout: Duration::from_secs(15 * 60),
             lease_ttl: LEASE_TTL,
             url_template: None,
+            require_message: false,
         }
     }
 }
@@ -353,9 +358,52 @@ impl DeployPipeline {
         let version = release.version;
         let log = StoreLogSink::start(self.store.clone(), app.clone(), version);
         let progress = progress.tee(log.sink());
+        // Deploy events: recorded (with their webhook deliveries) by the store, delivered
+        // later by the gateway's dispatcher, so no receiver ever holds a deploy up.
+        let started = Instant::now();
+        let tail = Arc::new(crate::event::OutputTail::new());
+        let progress = progress.tee(tail.clone());
+        let deploy_event = |action: &str, message: String| {
+            NewEvent::new(Some(app), request.user.clone(), action, message)
+                .with_release(Some(version))
+                .with("source", crate::event::source_name(&request.source))
+                .with("commit", plan.commit.clone())
+                .with("description", release.description.clone())
+        };
+        self.record_event(deploy_event(
+            crate::event::DEPLOY_STARTED,
+            format!("deploying v{version}: {}", release.description),
+        ))
+        .await;
         let result = self
             .build_and_roll_out(request, &plan, version, &progress, cancel)
             .await;
+        let timings = serde_json::json!({ "duration_ms": started.elapsed().as_millis() as u64 });
+        match &result {
+            Ok(()) => {
+                self.record_event(
+                    deploy_event(
+                        crate::event::DEPLOY_SUCCEEDED,
+                        format!("deployed v{version}: {}", release.description),
+                    )
+                    .with("timings", timings.clone()),
+                )
+                .await;
+            }
+            Err(err) => {
+                self.record_event(
+                    deploy_event(
+                        crate::event::DEPLOY_FAILED,
+                        format!("deploy of v{version} failed: {err}"),
+                    )
+                    .with("error", err.to_string())
+                    .with("step", tail.step())
+                    .with("output", tail.lines())
+                    .with("timings", timings.clone()),
+                )
+                .await;
+            }
+        }
         let result = match result {
             Ok(()) => {
                 let recorded = self
@@ -364,6 +412,16 @@ impl DeployPipeline {
                     .await;
                 if recorded.is_ok() {
                     self.prune_images(app).await;
+                }
+                if recorded.is_ok() {
+                    self.record_event(
+                        deploy_event(
+                            crate::event::RELEASE_CREATED,
+                            format!("v{version}: {}", release.description),
+                        )
+                        .with("timings", timings),
+                    )
+                    .await;
                 }
                 recorded.map(|()| {
                     let url = self.url(app);
@@ -410,6 +468,13 @@ impl DeployPipeline {
         };
         if let Err(err) = self.builder.prune(app, &keep).await {
             tracing::warn!(%app, %err, "pruning old images");
+        }
+    }
+
+    /// Records an event; a failure is logged, never fatal to the deploy.
+    async fn record_event(&self, event: NewEvent) {
+        if let Err(err) = self.store.record_event(event.clone()).await {
+            tracing::warn!(app = ?event.app, action = event.action, %err, "recording an event");
         }
     }
 
@@ -569,10 +634,19 @@ impl DeployPipeline {
             .await?;
         let release = self.store.release(app, version).await?;
         let formation = self.store.formation(app).await?;
-        self.release_phase(&release, &formation, progress).await?;
-        self.scheduler
-            .deploy(&deploy_spec(&release, &formation)?, progress)
-            .await
+        let rolled_out = async {
+            self.release_phase(&release, &formation, progress).await?;
+            self.scheduler
+                .deploy(&deploy_spec(&release, &formation)?, progress)
+                .await
+        }
+        .await;
+        match (&request.source, release.image.as_deref()) {
+            (DeploySource::Rollback { version }, Some(image)) => {
+                rolled_out.map_err(|err| gone_image(err, *version, image))
+            }
+            _ => rolled_out,
+        }
     }
 
     /// Heroku's release phase: the Procfile's `release` process runs once in the new
@@ -613,6 +687,23 @@ impl DeployPipeline {
                 "the release command did not run attached".into(),
             )),
         }
+    }
+}
+
+/// A rollback's error when the scheduler has the image of the release rolled back to
+/// nowhere (it says `image <image> is not on the docker engine and …`): that release
+/// served once, so its image was pruned; the error names the release.
+fn gone_image(err: Error, version: u32, image: &str) -> Error {
+    match err {
+        Error::Deploy(message) => {
+            match message.strip_prefix(&format!("image {image} is not on the docker engine")) {
+                Some(rest) => Error::Deploy(format!(
+                    "release v{version}'s image {image} is gone (pruned){rest}"
+                )),
+                None => Error::Deploy(message),
+            }
+        }
+        other => other,
     }
 }
 
@@ -704,6 +795,9 @@ impl Pipeline for DeployPipeline {
         progress: Progress,
         cancel: CancellationToken,
     ) -> Result<DeployOutcome> {
+        if self.config.require_message {
+            crate::event::check_message(&request)?;
+        }
         let own_turn = match &request.turn {
             Some(owner) => {
                 let held =
@@ -858,25 +952,48 @@ pub fn size_of(formation: &[ProcessFormation], process: &str) -> ProcessSize {
 /// What the scheduler runs for a release under the app's formation: the counts and sizes
 /// scaled so far, else `web` at one instance and other types at zero. The `release`
 /// process runs once per deploy, never as a service.
+///
+/// The extended Procfile's settings (re-read from the release's raw Procfile; none
+/// without one) fill each process's `cron`, `noservice`, `ports`, `environment` and
+/// `healthcheck`. Its `size` is the default: a process type that was ever scaled runs
+/// at the size its formation entry records (`scale` records the size given, else the
+/// one it ran at), so a size set with `scale` wins. Cron and noservice processes run no
+/// service: their quantity is 0 whatever the formation says.
 pub fn deploy_spec(release: &Release, formation: &[ProcessFormation]) -> Result<DeploySpec> {
     let image = release
         .image
         .clone()
         .ok_or_else(|| Error::Conflict(format!("release v{} has no image", release.version)))?;
+    let procfile = match release.procfile.as_deref() {
+        Some(text) => procfile::parse(text).map_err(|e| {
+            Error::invalid("Procfile", format!("release v{}: {e}", release.version))
+        })?,
+        None => procfile::Procfile::default(),
+    };
     let processes = release
         .process_types
         .iter()
         .filter(|(name, _)| name.as_str() != RELEASE_PROCESS)
         .map(|(name, command)| {
             let scaled = formation.iter().find(|f| &f.process == name);
-            ProcessSpec {
-                size: scaled.map(|f| f.size).unwrap_or_default(),
+            let settings = procfile.settings_of(name);
+            let mut spec = ProcessSpec {
+                size: scaled.map(|f| f.size).or(settings.size).unwrap_or_default(),
+                healthcheck: settings.healthcheck,
+                cron: settings.cron,
+                noservice: settings.noservice,
+                ports: settings.ports,
+                environment: settings.environment,
                 ..ProcessSpec::new(
                     name.clone(),
                     (!command.is_empty()).then(|| command.clone()),
                     scaled.map_or(u32::from(name == "web"), |f| f.quantity),
                 )
+            };
+            if !spec.is_service() {
+                spec.quantity = 0;
             }
+            spec
         })
         .collect();
     Ok(DeploySpec {

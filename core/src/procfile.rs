@@ -1,6 +1,9 @@
-//! The Procfile parser (nom): `name: command` lines, comments, blank lines, CRLF.
+//! The Procfile: the standard `name: command` lines, or Empire's extended YAML form.
 //!
-//! The grammar, one line at a time:
+//! # Standard form
+//!
+//! Parsed by hand (nom) so errors point at a line and column. The grammar, one line at a
+//! time:
 //!
 //! ```text
 //! procfile = [BOM] { line ( "\r\n" | "\n" ) } [ line ]
@@ -13,8 +16,50 @@
 //! ```
 //!
 //! A `#` inside a command is part of the command (the shell sees it), not a comment.
+//!
+//! # Extended form
+//!
+//! A YAML mapping of process types whose values are mappings (Remind's Empire's format,
+//! plus `healthcheck` and `size`):
+//!
+//! ```yaml
+//! web:
+//!   command: ./bin/web          # a string, or a list of words run without a shell
+//!   healthcheck: /health        # HTTP path probed before the process takes traffic
+//!   size: 2X                    # the default size: 1X, 2X, PX or <cpu shares>:<memory>
+//!   ports:                      # load-balancer ports (the ecs scheduler)
+//!     - "80:8080"               #   listener:container, http
+//!     - "443:8080/https"        #   with a protocol: http, https or tcp
+//!     - "5678": {protocol: tcp} #   Empire's mapping form
+//!   environment:                # over the app's config, for this process type only
+//!     LOG_LEVEL: debug
+//! clock:
+//!   command: ./bin/tick
+//!   cron: "*/10 * * * *"        # runs on a schedule, never as a service
+//! console:
+//!   command: ./bin/console
+//!   noservice: true             # no service; only `run`
+//! worker: ./bin/worker          # a plain string is just the command
+//! ```
+//!
+//! Which form a Procfile is in: when it parses in the standard form it is a standard
+//! Procfile (so `web: ./server`, also a YAML mapping of strings, keeps its meaning
+//! exactly, `#` and all), unless one of its commands starts with `{` and YAML reads
+//! that entry as a mapping of extended keys (`web: {command: ./server, cron: …}`). A
+//! Procfile that does not parse in the standard form is read as YAML: a mapping with a
+//! mapping among its values is the extended form, and its errors name the process type
+//! and key (`web.cron: …`) with the line and column; anything else reports the
+//! standard form's error.
+//!
+//! Unknown keys are refused. `cron` takes a [`Schedule`](crate::schedule::Schedule)
+//! (five-field cron, AWS's six fields or `cron(…)`, `rate(…)`; always UTC); `cron` and
+//! `noservice` exclude each other, and `ports` and `healthcheck` only apply to a
+//! service; the `release` process (run once before each deploy with the app's config)
+//! takes only `command`. A `command` list is joined into one shell command, each word
+//! quoted, so it runs exactly those words. Port defaults: `"80"` is `80:80`; the
+//! protocol is `https` for listener 443 and `http` otherwise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use nom::bytes::complete::{take_till, take_while};
@@ -23,13 +68,22 @@ use nom::combinator::{eof, opt};
 use nom::sequence::terminated;
 use nom::{IResult, Parser};
 
+use crate::formation::ProcessSize;
 use crate::release::ProcessTypes;
+use crate::scheduler::PortMapping;
+
+mod extended;
 
 /// A parsed Procfile: process types in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Procfile {
     /// `(name, command)` pairs in the order they appear.
     pub processes: Vec<(String, String)>,
+    /// Whether it is in the extended (YAML) form.
+    pub extended: bool,
+    /// The extended form's settings of each process type beyond its command (none in
+    /// the standard form).
+    pub settings: BTreeMap<String, ProcessSettings>,
 }
 
 impl Procfile {
@@ -37,12 +91,34 @@ impl Procfile {
     pub fn process_types(&self) -> ProcessTypes {
         self.processes.iter().cloned().collect()
     }
+
+    /// The settings of a process type (the defaults when it has none).
+    pub fn settings_of(&self, process: &str) -> ProcessSettings {
+        self.settings.get(process).cloned().unwrap_or_default()
+    }
+}
+
+/// What the extended form says about a process type besides its command.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessSettings {
+    /// `cron`: the schedule as written (it parses as a [`crate::schedule::Schedule`]).
+    pub cron: Option<String>,
+    /// `noservice`: only `run`, never a service.
+    pub noservice: bool,
+    /// `ports`: load-balancer ports.
+    pub ports: Vec<PortMapping>,
+    /// `environment`: variables over the app's config for this process type.
+    pub environment: BTreeMap<String, String>,
+    /// `healthcheck`: the HTTP path probed before the process takes traffic.
+    pub healthcheck: Option<String>,
+    /// `size`: the size it runs at unless the formation says otherwise.
+    pub size: Option<ProcessSize>,
 }
 
 /// A Procfile that does not parse: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcfileError {
-    /// 1-based line number.
+    /// 1-based line number (0 when the error has no position).
     pub line: usize,
     /// 1-based column number.
     pub column: usize,
@@ -54,6 +130,9 @@ pub struct ProcfileError {
 
 impl fmt::Display for ProcfileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "Procfile: {}", self.message);
+        }
         // Keep tabs in the padding so the caret lines up under the offending character.
         let before = self.column.saturating_sub(1);
         let mut pad: String = self
@@ -167,12 +246,33 @@ fn parse_line(line: &str) -> Result<Line<'_>, LineError> {
     }
 }
 
-/// Parses a Procfile.
+/// Parses a Procfile in either form (see the [module documentation](self) for how the
+/// form is told).
 ///
 /// A UTF-8 byte order mark at the start is ignored; lines may end with `\n` or `\r\n`
 /// and the last one needs no terminator. A Procfile with no process line parses to an
 /// empty [`Procfile`]; whether that is acceptable is the caller's decision.
 pub fn parse(input: &str) -> Result<Procfile, ProcfileError> {
+    let standard = parse_standard(input);
+    let flow_entry = standard
+        .as_ref()
+        .is_ok_and(|p| p.processes.iter().any(|(_, c)| c.starts_with('{')));
+    if standard.is_ok() && !flow_entry {
+        return standard;
+    }
+    match extended::parse(input, flow_entry) {
+        extended::Outcome::Extended(result) => result,
+        extended::Outcome::NotExtended => standard,
+        extended::Outcome::BrokenYaml(yaml_error) => match standard {
+            // `web:` with nothing after it, then indented lines: meant as YAML.
+            Err(e) if e.message.ends_with("has an empty command") => Err(yaml_error),
+            other => other,
+        },
+    }
+}
+
+/// Parses the standard `name: command` form.
+fn parse_standard(input: &str) -> Result<Procfile, ProcfileError> {
     let mut rest = input.strip_prefix('\u{feff}').unwrap_or(input);
     let mut processes = Vec::new();
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
@@ -210,7 +310,10 @@ pub fn parse(input: &str) -> Result<Procfile, ProcfileError> {
             }
         }
     }
-    Ok(Procfile { processes })
+    Ok(Procfile {
+        processes,
+        ..Procfile::default()
+    })
 }
 
 #[cfg(test)]
@@ -448,5 +551,303 @@ mod tests {
         );
         let e = err("web:");
         assert!(e.to_string().ends_with("\n  web:\n      ^"), "{e}");
+    }
+
+    // ----- the extended form -----
+
+    fn settings(procfile: &Procfile, name: &str) -> ProcessSettings {
+        procfile
+            .settings
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no settings for {name}: {procfile:?}"))
+    }
+
+    const EXTENDED: &str = "\
+# Empire's extended form
+web:
+  command: ./bin/web --port $PORT
+  healthcheck: /health
+  size: 2X
+  ports:
+    - \"80:8080\"
+    - \"443:8080/https\"
+    - 9000
+    - \"5678\":
+        protocol: tcp
+  environment:
+    LOG_LEVEL: debug
+    WORKERS: 4
+    VERBOSE: true
+clock:
+  command: [\"./bin/tick\", \"--say\", \"it's time\"]
+  cron: \"*/10 * * * *\"
+console:
+  command: ./bin/console
+  noservice: true
+worker: bundle exec sidekiq
+release:
+  command: ./migrate
+";
+
+    #[test]
+    fn parses_the_extended_form_in_file_order() {
+        let p = parse(EXTENDED).unwrap();
+        assert!(p.extended);
+        assert_eq!(
+            p.processes,
+            pairs(&[
+                ("web", "./bin/web --port $PORT"),
+                ("clock", "./bin/tick --say 'it'\\''s time'"),
+                ("console", "./bin/console"),
+                ("worker", "bundle exec sidekiq"),
+                ("release", "./migrate"),
+            ])
+        );
+        let web = settings(&p, "web");
+        assert_eq!(web.healthcheck.as_deref(), Some("/health"));
+        assert_eq!(web.size, Some(ProcessSize::X2));
+        let port = |listener, container, protocol: &str| PortMapping {
+            listener,
+            container,
+            protocol: protocol.to_string(),
+        };
+        assert_eq!(
+            web.ports,
+            [
+                port(80, 8080, "http"),
+                port(443, 8080, "https"),
+                port(9000, 9000, "http"),
+                port(5678, 5678, "tcp"),
+            ]
+        );
+        assert_eq!(
+            web.environment,
+            BTreeMap::from([
+                ("LOG_LEVEL".to_string(), "debug".to_string()),
+                ("VERBOSE".to_string(), "true".to_string()),
+                ("WORKERS".to_string(), "4".to_string()),
+            ])
+        );
+        assert!(web.cron.is_none() && !web.noservice);
+
+        let clock = settings(&p, "clock");
+        assert_eq!(clock.cron.as_deref(), Some("*/10 * * * *"));
+        assert!(settings(&p, "console").noservice);
+        assert_eq!(settings(&p, "worker"), ProcessSettings::default());
+        assert_eq!(settings(&p, "release"), ProcessSettings::default());
+        // The release records name → command as before.
+        assert_eq!(
+            p.process_types().get("clock").map(String::as_str),
+            Some("./bin/tick --say 'it'\\''s time'")
+        );
+    }
+
+    #[test]
+    fn empires_own_example_parses() {
+        let p = parse(
+            "web:\n  command: ./bin/web\nscheduled-job:\n  command: ./bin/scheduled-job\n  cron: '0/2 * * * ? *'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings(&p, "scheduled-job").cron.as_deref(),
+            Some("0/2 * * * ? *")
+        );
+    }
+
+    #[test]
+    fn a_mapping_of_strings_stays_the_standard_form() {
+        let p = parse("web: ./server # not a comment\nworker: ./work\n").unwrap();
+        assert!(!p.extended);
+        assert!(p.settings.is_empty());
+        assert_eq!(
+            p.processes,
+            pairs(&[("web", "./server # not a comment"), ("worker", "./work")])
+        );
+        // A shell group is a command, not a YAML flow mapping.
+        let p = parse("web: { ./a; ./b; }\n").unwrap();
+        assert!(!p.extended);
+        assert_eq!(p.processes, pairs(&[("web", "{ ./a; ./b; }")]));
+        // …but a flow mapping of extended keys is the extended form.
+        let p = parse("web: {command: ./server, healthcheck: /up}\n").unwrap();
+        assert!(p.extended);
+        assert_eq!(settings(&p, "web").healthcheck.as_deref(), Some("/up"));
+        // CRLF and a BOM work in the extended form too.
+        let p = parse("\u{feff}web:\r\n  command: ./server\r\n  noservice: true\r\n").unwrap();
+        assert!(settings(&p, "web").noservice);
+    }
+
+    fn xerr(input: &str) -> ProcfileError {
+        let e = err(input);
+        assert!(
+            !e.message.contains(" at line "),
+            "the position is given once: {e:?}"
+        );
+        e
+    }
+
+    #[test]
+    fn extended_errors_name_the_process_type_and_key_with_a_position() {
+        let e = xerr("web:\n  command: ./web\n  cron: \"60 * * * *\"\n");
+        assert_eq!((e.line, e.column), (3, 9));
+        assert_eq!(
+            e.message,
+            "web.cron: \"60 * * * *\" is not a schedule: minute field: 60 is out of range 0-59"
+        );
+        assert_eq!(e.line_text, "  cron: \"60 * * * *\"");
+        assert_eq!(
+            e.to_string(),
+            concat!(
+                "Procfile line 3, column 9: web.cron: \"60 * * * *\" is not a schedule: ",
+                "minute field: 60 is out of range 0-59\n    cron: \"60 * * * *\"\n          ^"
+            )
+        );
+
+        let e = xerr("web:\n  command: ./web\nclock:\n  command: ./tick\n  crom: \"* * * * *\"\n");
+        assert_eq!((e.line, e.column), (5, 3));
+        assert!(
+            e.message
+                .starts_with("clock: unknown field `crom`, expected one of `command`, `cron`"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  healthcheck: /up\n");
+        assert!(
+            e.message.contains("web: missing field `command`"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  size: 3X\n");
+        assert_eq!((e.line, e.column), (3, 9));
+        assert!(
+            e.message.starts_with("web.size: \"3X\" is not a size"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  healthcheck: health\n");
+        assert!(
+            e.message
+                .starts_with("web.healthcheck: \"health\" is not an HTTP path"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  ports:\n    - \"80:http\"\n");
+        assert_eq!((e.line, e.column), (4, 7));
+        assert!(
+            e.message
+                .starts_with("web.ports[0]: \"80:http\": \"http\" is not a port"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  ports: [\"80/udp\"]\n");
+        assert!(
+            e.message
+                .contains("protocol \"udp\" is not one of http, https, tcp"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  environment:\n    1BAD: x\n");
+        assert_eq!(e.line, 4);
+        assert!(
+            e.message
+                .starts_with("web.environment: \"1BAD\" is not a variable name"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  noservice: maybe\n");
+        assert!(
+            e.message.starts_with("web.noservice: invalid type"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\n  cron: \"* * * * *\"\n  noservice: true\n");
+        assert!(
+            e.message
+                .starts_with("web: `cron` and `noservice` exclude each other"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("clock:\n  command: ./tick\n  cron: \"* * * * *\"\n  ports: [\"80\"]\n");
+        assert!(
+            e.message
+                .starts_with("clock: `ports` apply only to a service"),
+            "{}",
+            e.message
+        );
+
+        for key in ["noservice: true", "size: 2X", "environment: {A: b}"] {
+            let e = xerr(&format!("release:\n  command: ./migrate\n  {key}\n"));
+            assert_eq!(
+                e.message,
+                "release: the release process runs once before each deploy with the app's config; it takes only `command`"
+            );
+        }
+        let e = xerr("release:\n  command: ./migrate\n  noservice: true\n");
+        assert!(
+            e.message
+                .starts_with("release: the release process runs once"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: \"  \"\n");
+        assert!(
+            e.message.starts_with("web.command: the command is empty"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\nweb.2:\n  command: ./web\n");
+        assert_eq!(e.line, 3);
+        assert!(
+            e.message.contains("\"web.2\" is not a process type name"),
+            "{}",
+            e.message
+        );
+
+        let e = xerr("web:\n  command: ./web\nworker:\n");
+        assert!(
+            e.message.starts_with("worker: invalid type: unit value"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn duplicate_process_types_are_refused_in_the_extended_form() {
+        let e = err("web:\n  command: ./a\nweb:\n  command: ./b\n");
+        assert_eq!(e.message, "process type \"web\" is defined twice");
+        assert_eq!((e.line, e.column), (3, 1));
+        // A standard Procfile keeps the standard error.
+        let e = err("web: ./a\nweb: ./b\n");
+        assert_eq!(
+            e.message,
+            "process type \"web\" is defined twice (first on line 1)"
+        );
+    }
+
+    #[test]
+    fn broken_yaml_meant_as_the_extended_form_reports_the_yaml_error() {
+        // A tab in the indentation: YAML refuses it; `web:` alone would otherwise be
+        // reported as an empty standard command.
+        let e = err("web:\n  command: ./web\n\thealthcheck: /up\n");
+        assert!(
+            e.message
+                .starts_with("not a valid extended (YAML) Procfile:"),
+            "{e:?}"
+        );
+        assert_eq!(e.line, 3);
+        // Broken standard Procfiles keep their own error.
+        let e = err("web: a\nworker bundle exec sidekiq\n");
+        assert_eq!(e.message, "expected ':' after the process name");
     }
 }

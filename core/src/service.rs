@@ -26,6 +26,11 @@ use crate::scheduler::{
 use crate::store::Store;
 use crate::user::{ApiToken, SshKey, User};
 
+mod webhooks;
+pub use webhooks::{DeliveryReport, MAX_DELIVERIES, WebhookRequest};
+
+pub mod builds;
+
 /// Removes what an app leaves outside the store and the scheduler: its git repository,
 /// build cache and images. Implemented by the binary over gitd's and the builder's parts.
 #[async_trait]
@@ -40,6 +45,8 @@ pub struct Platform {
     scheduler: Arc<dyn Scheduler>,
     pipeline: Arc<dyn Pipeline>,
     app_data: Arc<dyn AppData>,
+    /// Runs webhook builds ([`builds`]); `None` refuses webhooks.
+    builds: Option<Arc<builds::Builds>>,
 }
 
 /// A change to config vars: `Some` sets, `None` unsets.
@@ -67,6 +74,7 @@ impl Platform {
             scheduler,
             pipeline,
             app_data,
+            builds: None,
         }
     }
 
@@ -105,15 +113,14 @@ impl Platform {
         release: Option<u32>,
         message: String,
     ) {
-        let event = NewEvent {
-            app: app.cloned(),
-            user: actor.name.clone(),
-            action: action.to_string(),
-            release,
-            message,
-        };
-        if let Err(err) = self.store.record_event(event).await {
-            tracing::warn!(%err, action, "recording an event");
+        let event = NewEvent::new(app, actor.name.clone(), action, message).with_release(release);
+        self.record(event).await;
+    }
+
+    /// Records an event (and so queues its webhook deliveries); a failure is logged.
+    async fn record(&self, event: NewEvent) {
+        if let Err(err) = self.store.record_event(event.clone()).await {
+            tracing::warn!(%err, action = event.action, "recording an event");
         }
     }
 
@@ -340,12 +347,15 @@ impl Platform {
                 CancellationToken::new(),
             )
             .await?;
-        self.event(
-            actor,
-            Some(app),
-            "rollback",
-            Some(outcome.release),
-            format!("rolled back to v{version}"),
+        self.record(
+            NewEvent::new(
+                Some(app),
+                actor.name.clone(),
+                crate::event::ROLLBACK,
+                format!("rolled back to v{version}"),
+            )
+            .with_release(Some(outcome.release))
+            .with("rollback_to", version),
         )
         .await;
         Ok(outcome)
@@ -432,8 +442,19 @@ impl Platform {
             self.store.set_app_config(app, &config).await?;
             None
         };
-        self.event(actor, Some(app), "config.changed", release, description)
-            .await;
+        // The keys only: config values never leave the store in an event.
+        self.record(
+            NewEvent::new(
+                Some(app),
+                actor.name.clone(),
+                crate::event::CONFIG_CHANGED,
+                description,
+            )
+            .with_release(release)
+            .with("set", set)
+            .with("unset", unset),
+        )
+        .await;
         Ok(config)
     }
 
@@ -521,12 +542,24 @@ impl Platform {
             .iter()
             .map(|f| format!("{}={}:{}", f.process, f.quantity, f.size))
             .collect();
-        self.event(
-            actor,
-            Some(app),
-            "scale",
-            None,
-            format!("scaled {}", summary.join(" ")),
+        let formation: Vec<serde_json::Value> = changed
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "process": f.process,
+                    "quantity": f.quantity,
+                    "size": f.size.to_string(),
+                })
+            })
+            .collect();
+        self.record(
+            NewEvent::new(
+                Some(app),
+                actor.name.clone(),
+                crate::event::SCALE,
+                format!("scaled {}", summary.join(" ")),
+            )
+            .with("formation", formation),
         )
         .await;
         self.formation(actor, app).await

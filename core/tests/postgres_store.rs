@@ -202,7 +202,7 @@ async fn gateways_starting_together_migrate_once() {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(applied, ["0001_init"]);
+        assert_eq!(applied, ["0001_init", "0002_builds", "0003_webhooks"]);
         // Connecting again applies nothing.
         drop(PostgresStore::connect(&url).await.unwrap());
         let count: i64 = client
@@ -210,7 +210,7 @@ async fn gateways_starting_together_migrate_once() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(count, 1);
+        assert_eq!(count, 3);
     })
     .await;
 }

@@ -21,6 +21,29 @@ pub enum DeployerError {
         /// The image reference.
         image: String,
     },
+    /// The release's image is neither on the engine nor in a registry it could be
+    /// pulled from (pruned, and not pushed anywhere or gone from there too).
+    #[error("image {image} is not on the docker engine and {}", match registry {
+        Some(registry) => format!("the registry {registry} does not hold it"),
+        None => "no registry holds it".to_string(),
+    })]
+    ImageGone {
+        /// The image reference the release records.
+        image: String,
+        /// The registry that was asked for it, if any.
+        registry: Option<String>,
+    },
+    /// The release's image is not on the engine and pulling it from its registry failed
+    /// (unreachable, credentials refused); the reason is one line.
+    #[error("pulling image {image} from {registry} failed: {reason}")]
+    Pull {
+        /// The image reference the release records.
+        image: String,
+        /// The registry (and the endpoint pulled from, when it differs).
+        registry: String,
+        /// Why, in one line.
+        reason: String,
+    },
     /// A container could not be started (the engine refused to run its command).
     #[error("{instance} could not start: {message}")]
     StartFailed {
@@ -68,6 +91,8 @@ impl From<DeployerError> for empire_core::Error {
     fn from(err: DeployerError) -> Self {
         match err {
             DeployerError::ImageNotFound { .. }
+            | DeployerError::ImageGone { .. }
+            | DeployerError::Pull { .. }
             | DeployerError::StartFailed { .. }
             | DeployerError::Unhealthy(_) => empire_core::Error::Deploy(err.to_string()),
             DeployerError::InvalidOption { field, message } => {

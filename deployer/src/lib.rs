@@ -6,9 +6,13 @@
 //! `logs` merges the output of an app's containers.
 
 mod docker;
+pub mod ecs;
 mod error;
+mod registry;
 mod router;
 
 pub use docker::{DockerScheduler, DockerSchedulerOptions};
+pub use ecs::{EcsConfig, LaunchType};
 pub use error::DeployerError;
+pub use registry::{ImageRegistry, RegistryLogin};
 pub use router::{Backend, Router, RouterBody};

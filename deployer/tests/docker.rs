@@ -221,13 +221,12 @@ async fn a_missing_image_fails_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         err.to_string(),
-        format!("deploy failed: image {missing} was not found on the docker engine")
+        format!(
+            "deploy failed: image {missing} is not on the docker engine and no registry holds it"
+        )
     );
-    assert!(
-        lines.contains("web.1 could not be created: image"),
-        "{:?}",
-        lines.all()
-    );
+    // The image is checked before any container is created.
+    assert!(!lines.contains("web.1"), "{:?}", lines.all());
     assert!(fixture.containers(&app).is_empty());
 }
 

@@ -88,6 +88,30 @@ pub struct ServerArgs {
     /// `HOST:PORT` images are pushed to when it differs from the registry's name.
     #[arg(long, env = "EMPIRE_REGISTRY_ENDPOINT")]
     pub registry_endpoint: Option<String>,
+    /// Refuse deploys of code or images without a deploy message
+    /// (`git push -o message="…"`, `empire deploy -m "…"`).
+    #[arg(long, env = "EMPIRE_REQUIRE_MESSAGE")]
+    pub require_message: bool,
+    /// How long one outgoing webhook attempt may take (e.g. `10s`).
+    #[arg(long, env = "EMPIRE_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Option<String>,
+    /// How many attempts an outgoing webhook delivery gets before it fails.
+    #[arg(long, env = "EMPIRE_WEBHOOK_ATTEMPTS")]
+    pub webhook_attempts: Option<u32>,
+    /// The wait before an outgoing webhook's first retry; each retry waits twice as long
+    /// (e.g. `5s`).
+    #[arg(long, env = "EMPIRE_WEBHOOK_BACKOFF")]
+    pub webhook_backoff: Option<String>,
+    /// The gateway's public HTTP address (`https://empire.example.com`), under which
+    /// `apps:connect` prints webhook URLs (default: the HTTP listener's).
+    #[arg(long, env = "EMPIRE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The largest webhook body accepted (`1m`, `512k` or bytes; default 1m).
+    #[arg(long, env = "EMPIRE_WEBHOOK_MAX_BODY")]
+    pub webhook_max_body: Option<String>,
+    /// An access token to fetch connected `https://` repositories with.
+    #[arg(long, env = "EMPIRE_GIT_HTTPS_TOKEN", hide_env_values = true)]
+    pub git_https_token: Option<String>,
 }
 
 /// The `--config` file.
@@ -114,6 +138,13 @@ struct FileConfig {
     registry_username: Option<String>,
     registry_password: Option<String>,
     registry_endpoint: Option<String>,
+    require_message: Option<bool>,
+    webhook_timeout: Option<String>,
+    webhook_attempts: Option<u32>,
+    webhook_backoff: Option<String>,
+    public_url: Option<String>,
+    webhook_max_body: Option<String>,
+    git_https_token: Option<String>,
 }
 
 /// Which scheduler backend runs releases.
@@ -142,6 +173,20 @@ pub struct ServerSettings {
     pub buildpacks_dir: Option<PathBuf>,
     /// Where built images are pushed, if anywhere.
     pub registry: Option<RegistrySettings>,
+    /// Refuse deploys of code or images without a message.
+    pub require_message: bool,
+    /// How long one outgoing webhook attempt may take.
+    pub webhook_timeout: Duration,
+    /// How many attempts an outgoing webhook delivery gets.
+    pub webhook_attempts: u32,
+    /// The wait before an outgoing webhook's first retry.
+    pub webhook_backoff: Duration,
+    /// The public HTTP address webhook URLs are printed under.
+    pub public_url: String,
+    /// The largest webhook body accepted, in bytes.
+    pub webhook_max_body: usize,
+    /// The token connected `https://` repositories are fetched with.
+    pub git_https_token: Option<String>,
 }
 
 /// How registry credentials are obtained.
@@ -323,6 +368,35 @@ impl ServerSettings {
             stack_build_image: args.stack_build_image.or(file.stack_build_image),
             stack_run_image: args.stack_run_image.or(file.stack_run_image),
             buildpacks_dir: args.buildpacks_dir.or(file.buildpacks_dir),
+            require_message: args.require_message || file.require_message.unwrap_or(false),
+            webhook_timeout: duration(
+                "webhook-timeout",
+                args.webhook_timeout.or(file.webhook_timeout).as_deref(),
+                Duration::from_secs(10),
+            )?,
+            webhook_attempts: match args.webhook_attempts.or(file.webhook_attempts) {
+                Some(0) => bail!("invalid --webhook-attempts 0: give at least 1"),
+                Some(n) => n,
+                None => 8,
+            },
+            webhook_backoff: duration(
+                "webhook-backoff",
+                args.webhook_backoff.or(file.webhook_backoff).as_deref(),
+                Duration::from_secs(5),
+            )?,
+            public_url: public_url(
+                args.public_url.or(file.public_url),
+                &args.http_listen.or(file.http_listen),
+            )?,
+            webhook_max_body: byte_size(
+                "webhook-max-body",
+                args.webhook_max_body.or(file.webhook_max_body).as_deref(),
+                1024 * 1024,
+            )?,
+            git_https_token: args
+                .git_https_token
+                .or(file.git_https_token)
+                .filter(|t| !t.trim().is_empty()),
             registry: RegistrySettings::resolve(
                 args.registry.or(file.registry),
                 args.registry_auth.or(file.registry_auth),
@@ -350,6 +424,49 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// `--public-url`, else `http://` and the HTTP listener (loopback for a wildcard one).
+fn public_url(value: Option<String>, listen: &Option<SocketAddr>) -> Result<String> {
+    if let Some(url) = value.filter(|u| !u.trim().is_empty()) {
+        let url = url.trim().trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("invalid --public-url {url:?}: expected http://HOST[:PORT] or https://…");
+        }
+        return Ok(url);
+    }
+    let listen = listen.unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address"));
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Ok(format!("http://{host}:{}", listen.port()))
+}
+
+/// A size in bytes: `1048576`, `512k`, `1m` (powers of 1024).
+fn byte_size(flag: &str, value: Option<&str>, default: usize) -> Result<usize> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b').trim_end_matches('i');
+    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => lower.split_at(i),
+        None => (lower, ""),
+    };
+    let unit = match unit.trim() {
+        "" => 1,
+        "k" => 1024,
+        "m" => 1024 * 1024,
+        _ => bail!("invalid --{flag} {text:?}: expected bytes, or a size such as 512k or 1m"),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| *n > 0)
+        .with_context(|| format!("invalid --{flag} {text:?}: expected a size such as 512k or 1m"))
 }
 
 fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Duration> {
@@ -468,6 +585,46 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains("--registry"), "{err}");
         }
+    }
+
+    #[test]
+    fn resolves_deploy_message_and_outgoing_webhook_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empire.toml");
+        std::fs::write(
+            &file,
+            "require_message = true\nwebhook_backoff = \"2s\"\nwebhook_attempts = 3\n",
+        )
+        .unwrap();
+        let global = GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: Some(file),
+            database_url: None,
+        };
+        let args = ServerArgs {
+            webhook_backoff: Some("250ms".into()),
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::resolve(&global, args).unwrap();
+        assert!(settings.require_message);
+        assert_eq!(settings.webhook_backoff, Duration::from_millis(250));
+        assert_eq!(settings.webhook_attempts, 3);
+        assert_eq!(settings.webhook_timeout, Duration::from_secs(10));
+
+        let defaults = GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: None,
+            database_url: None,
+        };
+        let settings = ServerSettings::resolve(&defaults, ServerArgs::default()).unwrap();
+        assert!(!settings.require_message);
+        assert_eq!(settings.webhook_attempts, 8);
+        let zero = ServerArgs {
+            webhook_attempts: Some(0),
+            ..ServerArgs::default()
+        };
+        let err = ServerSettings::resolve(&defaults, zero).unwrap_err();
+        assert!(err.to_string().contains("--webhook-attempts"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod config;
 mod http;
+mod outgoing;
 mod server;
 
 use anyhow::Result;

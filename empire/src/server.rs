@@ -12,7 +12,9 @@ use empire_core::app::AppName;
 use empire_core::pipeline::{DeployPipeline, Pipeline, PipelineConfig};
 use empire_core::scheduler::Scheduler;
 use empire_core::service::{AppData, Platform};
-use empire_deployer::{DockerScheduler, DockerSchedulerOptions, Router};
+use empire_deployer::{
+    DockerScheduler, DockerSchedulerOptions, ImageRegistry, RegistryLogin, Router,
+};
 use empire_gitd::{GitServer, GitServerConfig, HookServer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -36,6 +38,12 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         .with_context(|| format!("loading the SSH host key {}", settings.host_key.display()))?;
 
     let router = Router::new(settings.apps_domain.clone());
+    // One registry for both: the builder pushes to it, the scheduler pulls from it what
+    // the engine lacks, with the same login.
+    let registry = match &settings.registry {
+        Some(registry) => Some(registry_of(registry).await?),
+        None => None,
+    };
     let scheduler: Arc<dyn Scheduler> = match settings.scheduler {
         SchedulerKind::Docker => DockerScheduler::connect(
             router.clone(),
@@ -44,6 +52,9 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
                 apps_domain: settings.apps_domain.clone(),
                 router_port: settings.router_listen.port(),
                 namespace: gateway_id.clone(),
+                registry: registry
+                    .clone()
+                    .map(|r| Arc::new(PullFrom(r)) as Arc<dyn ImageRegistry>),
                 ..DockerSchedulerOptions::default()
             },
         )
@@ -65,8 +76,8 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         buildpacks.buildpacks_dir = dir.clone();
     }
     let mut builder = builder.with_buildpack_config(buildpacks);
-    if let Some(registry) = &settings.registry {
-        builder = builder.with_registry(registry_of(registry).await?);
+    if let Some(registry) = registry {
+        builder = builder.with_registry(registry);
     }
     let builder = Arc::new(builder);
     let pipeline = Arc::new(DeployPipeline::new(
@@ -77,6 +88,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
             gateway_id: gateway_id.clone(),
             lock_timeout: settings.lock_timeout,
             url_template: Some(app_url_template(&settings)),
+            require_message: settings.require_message,
             ..PipelineConfig::default()
         },
     ));
@@ -84,21 +96,44 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         .recover()
         .await
         .context("restoring the apps that were running")?;
-    let platform = Arc::new(Platform::new(
-        store.clone(),
-        scheduler.clone(),
-        pipeline.clone(),
-        Arc::new(AppFiles {
-            repos_dir: settings.data_dir.join("repos"),
-            builder: builder.clone(),
-        }),
-    ));
+    let platform = Arc::new(
+        Platform::new(
+            store.clone(),
+            scheduler.clone(),
+            pipeline.clone(),
+            Arc::new(AppFiles {
+                repos_dir: settings.data_dir.join("repos"),
+                builder: builder.clone(),
+            }),
+        )
+        .with_builds(
+            webhook_builds(&settings, &gateway_id, store.clone(), pipeline.clone()).await?,
+        ),
+    );
+    let build_tasks = platform
+        .builds_runner()
+        .map(|b| b.tasks().clone())
+        .unwrap_or_default();
     platform
         .restore_domains()
         .await
         .context("restoring the apps' custom domains")?;
 
     let shutdown = CancellationToken::new();
+    // Outgoing webhooks: deliveries queued with their events, resumed after a restart.
+    let outgoing_task = tokio::spawn(
+        crate::outgoing::Dispatcher::new(
+            store.clone(),
+            crate::outgoing::DispatchConfig {
+                owner: gateway_id.clone(),
+                timeout: settings.webhook_timeout,
+                max_attempts: settings.webhook_attempts,
+                backoff: settings.webhook_backoff,
+                ..crate::outgoing::DispatchConfig::default()
+            },
+        )
+        .run(shutdown.clone()),
+    );
     let ssh_listener = bind(settings.ssh_listen, "SSH").await?;
     let http_listener = bind(settings.http_listen, "HTTP").await?;
     let router_listener = bind(settings.router_listen, "router").await?;
@@ -134,6 +169,7 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         ApiConfig {
             app_url_template: Some(app_url_template(&settings)),
             ssh_port: settings.ssh_listen.port(),
+            webhook_max_body: Some(settings.webhook_max_body),
         },
         shutdown.clone(),
     );
@@ -159,6 +195,9 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         // Deploys, config changes, scaling, restarts and rollbacks started by the API.
         api_tasks.close();
         api_tasks.wait().await;
+        // Builds started by webhooks.
+        build_tasks.close();
+        build_tasks.wait().await;
         // Let git report each finished push to its client before the sessions close.
         sessions.close();
         sessions.wait().await;
@@ -171,11 +210,43 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         let _ = hooks_task.await;
         let _ = git_task.await;
         let _ = http_task.await;
+        let _ = outgoing_task.await;
     })
     .await;
+    // Build and slug containers the last builds left to remove in the background.
+    let _ = tokio::time::timeout(Duration::from_secs(10), builder.finish_removals()).await;
     router_task.abort();
     let _ = std::fs::remove_file(&hook_socket);
     Ok(())
+}
+
+/// The runner of webhook builds: commits fetched with git into the apps' repositories
+/// and deployed by the pipeline. Builds a previous run left unfinished are failed.
+async fn webhook_builds(
+    settings: &ServerSettings,
+    gateway_id: &str,
+    store: Arc<dyn empire_core::store::Store>,
+    pipeline: Arc<DeployPipeline>,
+) -> Result<Arc<empire_core::service::builds::Builds>> {
+    let fetcher = empire_gitd::GitFetcher::new(
+        settings.data_dir.join("repos"),
+        std::env::current_exe().context("locating the empire binary")?,
+        settings.git_https_token.clone(),
+    );
+    let builds = empire_core::service::builds::Builds::new(
+        store,
+        pipeline,
+        Arc::new(fetcher),
+        empire_core::service::builds::BuildsConfig {
+            webhook_base_url: Some(settings.public_url.clone()),
+            gateway_id: Some(gateway_id.to_string()),
+        },
+    );
+    builds
+        .recover()
+        .await
+        .context("failing the webhook builds a previous run left unfinished")?;
+    Ok(builds)
 }
 
 /// What an app keeps outside the store and the scheduler: its git repository, build
@@ -220,6 +291,27 @@ async fn registry_of(settings: &RegistrySettings) -> Result<Registry> {
         auth,
     })
     .await?)
+}
+
+/// The builder's registry as the docker scheduler pulls from it: the same name,
+/// endpoint and login (an ECR token is fetched once for both).
+#[derive(Debug)]
+struct PullFrom(Registry);
+
+#[async_trait]
+impl ImageRegistry for PullFrom {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn endpoint(&self) -> &str {
+        self.0.endpoint()
+    }
+
+    async fn login(&self, renew: bool) -> Result<Option<RegistryLogin>, String> {
+        let login = self.0.pull_login(renew).await?;
+        Ok(login.map(|(username, password)| RegistryLogin { username, password }))
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

@@ -36,6 +36,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::parse_public_key;
+
+#[path = "admin_webhooks.rs"]
+pub mod webhooks;
+
+#[path = "admin_builds.rs"]
+pub mod builds;
 use crate::words::{Word, WordsError, split_words};
 
 /// The longest command line accepted (config values may be long, a certificate say).
@@ -103,6 +109,32 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("access <app>", "list the collaborators"),
     ("access:add <app> USER", "give a user access to the app"),
     ("access:remove <app> USER", "take a user's access away"),
+    (
+        "webhooks <app>|--all",
+        "list the outgoing webhooks (of the app, or every one you may see)",
+    ),
+    (
+        "webhooks:add <app>|--all URL [--events E,…] [--format json|slack] [--secret S]",
+        "post the app's events (or every app's) to a URL; prints the signing secret",
+    ),
+    ("webhooks:remove ID", "remove an outgoing webhook"),
+    (
+        "webhooks:deliveries ID",
+        "show a webhook's deliveries and their attempts",
+    ),
+    (
+        "apps:connect <app> --repo URL [--branch B] [--secret S]",
+        "deploy pushes to a GitHub, GitLab or Gitea repository (prints the webhook)",
+    ),
+    (
+        "apps:disconnect <app>",
+        "stop deploying pushes to the connected repository",
+    ),
+    ("builds <app>", "list the builds webhooks started"),
+    (
+        "builds:logs <app> [ID] [-f]",
+        "show a build's log (the newest; -f follows it)",
+    ),
     ("keys", "list your SSH keys"),
     (
         "keys:add",
@@ -276,6 +308,10 @@ pub enum AdminCommand {
         /// What the token is for.
         description: String,
     },
+    /// `apps:connect`, `apps:disconnect`, `builds`, `builds:logs`.
+    Builds(builds::BuildsCommand),
+    /// `webhooks`, `webhooks:add`, `webhooks:remove`, `webhooks:deliveries`.
+    Webhooks(webhooks::WebhooksCommand),
     /// `help`
     Help,
 }
@@ -573,6 +609,12 @@ pub fn parse_command(line: &str) -> Result<AdminCommand, ParseError> {
                     words.join(" ")
                 },
             }
+        }
+        "apps:connect" | "apps:disconnect" | "builds" | "builds:logs" => {
+            AdminCommand::Builds(builds::parse(name, &mut args)?)
+        }
+        "webhooks" | "webhooks:add" | "webhooks:remove" | "webhooks:deliveries" => {
+            AdminCommand::Webhooks(webhooks::parse(name, &mut args)?)
         }
         "help" | "--help" | "-h" => {
             args.rest();
@@ -937,6 +979,8 @@ impl Exec {
                 .await;
             }
             AdminCommand::Info { app } => self.info(&app).await?,
+            AdminCommand::Webhooks(command) => return self.webhooks(command).await,
+            AdminCommand::Builds(command) => return self.builds(command, inv).await,
             AdminCommand::Config { app } => {
                 let config = platform.config(actor, &app).await?;
                 if config.is_empty() {

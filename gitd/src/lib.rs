@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod command;
+pub mod fetch;
 pub mod hook;
 pub mod repo;
 pub mod server;
@@ -31,6 +32,7 @@ pub mod words;
 
 pub use admin::{AdminCommand, ParseError, parse_command};
 pub use command::{CommandError, GitCommand, GitService, parse_exec};
+pub use fetch::GitFetcher;
 pub use hook::{HookRequest, HookResponse, HookServer, RefUpdate, run_pre_receive_hook};
 pub use repo::{ensure_repo, repo_path};
 pub use server::{

@@ -708,7 +708,17 @@ impl Exec {
                 GitService::ReceivePack if config.autocreate => {
                     match store.create_app(app, &self.user).await {
                         Ok(_) => {
-                            tracing::info!(%app, user = %self.user, "created app on first push")
+                            tracing::info!(%app, user = %self.user, "created app on first push");
+                            let event = empire_core::event::NewEvent::new(
+                                Some(app),
+                                self.user.clone(),
+                                empire_core::event::APP_CREATED,
+                                format!("created {app} on first push"),
+                            )
+                            .with("source", "push");
+                            if let Err(e) = store.record_event(event).await {
+                                tracing::warn!(%app, error = %e, "recording an event");
+                            }
                         }
                         // Another push created it meanwhile.
                         Err(CoreError::Conflict(_)) => {}

@@ -14,10 +14,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use builds::BuildStore;
+pub use builds::{
+    Build, BuildLogChunk, BuildStatus, BuildStore, DeployKey, NewBuild, NewConnection,
+    RepoConnection,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use webhooks::WebhookStore;
+pub use webhooks::{
+    AttemptResult, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryStatus, NewAttempt,
+    NewWebhook, RESPONSE_EXCERPT_BYTES, Webhook, WebhookFormat, WebhookStore, response_excerpt,
+};
 
 use crate::app::{App, AppName};
 use crate::domain::Domain;

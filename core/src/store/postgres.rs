@@ -341,7 +341,7 @@ fn domain_row(row: &Row) -> PgResult<Domain> {
 }
 
 const EVENT_SELECT: &str = "SELECT id, app_name, user_name, action, release_version, message, \
-     created_at FROM events";
+     created_at, data FROM events";
 
 fn event_row(row: &Row) -> PgResult<Event> {
     let app: Option<&str> = row.try_get(1)?;
@@ -352,6 +352,10 @@ fn event_row(row: &Row) -> PgResult<Event> {
         action: row.try_get(3)?,
         release: opt_unsigned(row, 4)?,
         message: row.try_get(5)?,
+        data: {
+            let Json(data) = row.try_get(7)?;
+            data
+        },
         created_at: row.try_get(6)?,
     })
 }
@@ -1372,24 +1376,29 @@ impl Store for PostgresStore {
             without_nul(&event.message),
         );
         let app = event.app.as_ref().map(AppName::as_str);
-        let row = read!(self, |c| {
-            query_one(
-                &c,
+        let data = webhooks::without_nul_json(&event.data);
+        transaction!(self, |tx| {
+            let row = query_one(
+                &tx,
                 "INSERT INTO events (app_id, app_name, user_name, action, release_version, \
-                 message) VALUES ((SELECT id FROM apps WHERE name = $1), $1, $2, $3, $4, $5) \
+                 message, data) \
+                 VALUES ((SELECT id FROM apps WHERE name = $1), $1, $2, $3, $4, $5, $6) \
                  RETURNING id, created_at",
-                &[&app, &user, &action, &release, &message],
+                &[&app, &user, &action, &release, &message, &Json(&data)],
             )
-            .await
-        })?;
-        Ok(Event {
-            id: row.try_get(0)?,
-            app: event.app.clone(),
-            user: user.into_owned(),
-            action: action.into_owned(),
-            release: event.release,
-            message: message.into_owned(),
-            created_at: row.try_get(1)?,
+            .await?;
+            let recorded = Event {
+                id: row.try_get(0)?,
+                app: event.app.clone(),
+                user: user.to_string(),
+                action: action.to_string(),
+                release: event.release,
+                message: message.to_string(),
+                data: data.clone(),
+                created_at: row.try_get(1)?,
+            };
+            webhooks::enqueue(&tx, &recorded).await?;
+            Ok(recorded)
         })
     }
 

@@ -1,22 +1,34 @@
 //! The SQLite store (embedded default).
 //!
-//! One connection per [`SqliteStore`] handle, behind a mutex; every call runs on Tokio's
-//! blocking pool. Several processes (the gateway daemon, `empire keys add`, …) may open
-//! the same file at once: the database is in WAL mode, waits up to 5 s for a lock, and
-//! every write is one short `BEGIN IMMEDIATE` transaction, so a read-modify-write (release
-//! numbering, leases) never races with another writer.
+//! Each connection is owned by one dedicated thread that runs the store's calls from a
+//! queue, one after another; async callers wait on a oneshot for the answer. A database
+//! file gets one read-write connection (every write, in one short `BEGIN IMMEDIATE`
+//! transaction) and a few read-only ones that serve the read-only queries in parallel
+//! (WAL lets readers run beside the writer; a read started after a write committed sees
+//! it). An in-memory database has only the one connection. So a burst of requests never
+//! grows the process by a thread (and a malloc arena) per call, and every connection keeps
+//! its prepared statements and a small page cache warm.
+//!
+//! Several processes (the gateway daemon, `empire keys add`, …) may open the same file at
+//! once: the database is in WAL mode, waits up to 5 s for a lock, and every write is one
+//! short `BEGIN IMMEDIATE` transaction, so a read-modify-write (release numbering, leases)
+//! never races with another writer.
 //!
 //! Timestamps are stored as unix milliseconds taken from the database clock, so that every
 //! writer (and, on PostgreSQL, every gateway) compares lease expiries against one clock.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -54,15 +66,27 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// How long a connection waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most read-only connections a database file gets (one per core up to this).
+const MAX_READERS: usize = 4;
+
+/// Each connection's page cache, in KiB (`PRAGMA cache_size` = minus this). SQLite's
+/// default is 2,000; the hot reads (the app list's covering index, one app's releases,
+/// a token) touch far less, and a miss costs one read of the OS page cache.
+const CACHE_KIB: i64 = 512;
+
 /// The database clock, in unix milliseconds.
 const NOW_MS: &str = "SELECT CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
 
 /// The SQLite implementation of [`super::Store`].
 ///
-/// Cloning is cheap and shares the connection.
+/// Cloning is cheap and shares the connections; their threads end when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// The read-write connection: every write, and every read of an in-memory database.
+    writer: Connections,
+    /// The read-only connections of a database file.
+    readers: Option<Connections>,
     path: Option<PathBuf>,
 }
 
@@ -75,28 +99,85 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// One call of the store, run on a connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The queue of one or more connections, each owned by its own thread that takes the
+/// next job when it is free. The threads end when the last sender is dropped.
+#[derive(Clone)]
+struct Connections {
+    jobs: Sender<Job>,
+}
+
+impl Connections {
+    /// Starts one thread per connection, all taking jobs from one queue.
+    fn start(conns: Vec<Connection>, name: &str) -> Result<Connections> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for (index, conn) in conns.into_iter().enumerate() {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("{name}-{index}"))
+                .spawn(move || serve(conn, &queue))
+                .map_err(|e| Error::Store(format!("cannot start a store thread: {e}")))?;
+        }
+        Ok(Connections { jobs })
+    }
+
+    /// Runs `f` on the next free connection and waits for its answer.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn: &mut Connection| {
+                // The caller may have stopped waiting; the call has run all the same.
+                let _ = answer.send(f(conn));
+            }))
+            .map_err(|_| Error::Store("the store's connection thread has stopped".to_string()))?;
+        answered
+            .await
+            .map_err(|_| Error::Store("store task failed: the store call panicked".to_string()))?
+    }
+}
+
+/// A connection's thread: runs the queue's jobs until every sender is gone.
+fn serve(mut conn: Connection, queue: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, not while running it.
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = next else { return };
+        // A panicking call loses its answer (its caller gets an error), not the thread:
+        // an open transaction was rolled back when it was dropped.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it and its parent directory if needed) the database at `path` and
     /// brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         let path = path.to_path_buf();
         let opened = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+        let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     Error::Store(format!("cannot create directory {}: {e}", dir.display()))
                 })?;
             }
+            let cannot_open = |e: rusqlite::Error| {
+                Error::Store(format!("cannot open database {}: {e}", path.display()))
+            };
             // Switching a new file to WAL and reading its schema version can meet
             // SQLITE_BUSY without the busy handler being consulted, while another
             // process opens the same new file: retry within the busy timeout.
             let started = std::time::Instant::now();
-            loop {
-                let mut conn = Connection::open(&path).map_err(|e| {
-                    Error::Store(format!("cannot open database {}: {e}", path.display()))
-                })?;
+            let writer = loop {
+                let mut conn = Connection::open(&path).map_err(cannot_open)?;
                 match configure(&conn, true).and_then(|()| migrate(&mut conn)) {
-                    Ok(()) => return Ok(conn),
+                    Ok(()) => break conn,
                     Err(Error::Store(message))
                         if message.contains("database is locked")
                             && started.elapsed() < BUSY_TIMEOUT =>
@@ -105,12 +186,31 @@ impl SqliteStore {
                     }
                     Err(err) => return Err(err),
                 }
-            }
+            };
+            // The file is in WAL mode and migrated now: the readers can open it.
+            let count = std::thread::available_parallelism()
+                .map_or(2, usize::from)
+                .clamp(2, MAX_READERS);
+            let readers = (0..count)
+                .map(|_| {
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                            | OpenFlags::SQLITE_OPEN_URI,
+                    )
+                    .map_err(cannot_open)?;
+                    configure(&conn, false)?;
+                    Ok(conn)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((writer, readers))
         })
         .await
         .map_err(|e| Error::Store(format!("store task failed: {e}")))??;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Connections::start(vec![writer], "empire-sqlite-w")?,
+            readers: Some(Connections::start(readers, "empire-sqlite-r")?),
             path: Some(opened),
         })
     }
@@ -120,27 +220,39 @@ impl SqliteStore {
         let mut conn = Connection::open_in_memory()?;
         configure(&conn, false)?;
         migrate(&mut conn)?;
+        SqliteStore::with_connection(conn)
+    }
+
+    /// A store on one connection (an in-memory database) that serves reads and writes.
+    fn with_connection(conn: Connection) -> Result<SqliteStore> {
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Connections::start(vec![conn], "empire-sqlite-m")?,
+            readers: None,
             path: None,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the read-write connection on its thread.
     async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves the connection usable: an open
-            // transaction was rolled back when it was dropped.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| Error::Store(format!("store task failed: {e}")))?
+        self.writer.run(f).await
+    }
+
+    /// Runs the read-only `f` on a free read-only connection (the read-write one for an
+    /// in-memory database). It sees every write committed before it starts.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.readers
+            .as_ref()
+            .unwrap_or(&self.writer)
+            .run(move |conn| f(conn))
+            .await
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits it if `f` succeeds.
@@ -159,11 +271,12 @@ impl SqliteStore {
     }
 }
 
-/// Per-connection settings.
-fn configure(conn: &Connection, file: bool) -> Result<()> {
+/// Per-connection settings; `wal` switches the database file to WAL mode.
+fn configure(conn: &Connection, wal: bool) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    if file {
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    if wal {
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -320,7 +433,7 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 }
 
 const EVENT_SELECT: &str = "SELECT id, app_name, user_name, action, release_version, message, \
-     created_at FROM events";
+     created_at, data FROM events";
 
 fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     let app: Option<String> = row.get(1)?;
@@ -334,6 +447,7 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         action: row.get(3)?,
         release: row.get(4)?,
         message: row.get(5)?,
+        data: json_at(row, 7)?,
         created_at: time_at(row, 6)?,
     })
 }
@@ -391,7 +505,7 @@ impl Store for SqliteStore {
 
     async fn user(&self, name: &str) -> Result<User> {
         let name = name.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                 [&name],
@@ -404,7 +518,7 @@ impl Store for SqliteStore {
     }
 
     async fn users(&self) -> Result<Vec<User>> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt =
                 conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
             let users = stmt
@@ -455,7 +569,7 @@ impl Store for SqliteStore {
 
     async fn key(&self, fingerprint: &str) -> Result<SshKey> {
         let fingerprint = fingerprint.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 &format!("{KEY_SELECT} WHERE k.fingerprint = ?1"),
                 [&fingerprint],
@@ -469,7 +583,7 @@ impl Store for SqliteStore {
 
     async fn keys(&self, user: Option<&str>) -> Result<Vec<SshKey>> {
         let user = user.map(str::to_string);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let keys = match user {
                 Some(user) => {
                     let user_id = user_id(conn, &user)?;
@@ -533,7 +647,7 @@ impl Store for SqliteStore {
 
     async fn app(&self, name: &AppName) -> Result<App> {
         let name = name.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 &format!("SELECT {APP_COLUMNS} FROM apps WHERE name = ?1"),
                 [name.as_str()],
@@ -546,9 +660,9 @@ impl Store for SqliteStore {
     }
 
     async fn apps(&self) -> Result<Vec<App>> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt =
-                conn.prepare(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"))?;
+                conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"))?;
             let apps = stmt
                 .query_map([], app_row)?
                 .collect::<rusqlite::Result<_>>()?;
@@ -624,7 +738,7 @@ impl Store for SqliteStore {
 
     async fn release(&self, app: &AppName, version: u32) -> Result<Release> {
         let app = app.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let found = conn
                 .query_row(
                     &format!("{RELEASE_SELECT} WHERE a.name = ?1 AND r.version = ?2"),
@@ -645,9 +759,9 @@ impl Store for SqliteStore {
 
     async fn releases(&self, app: &AppName) -> Result<Vec<Release>> {
         let app = app.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let app_id = app_id(conn, &app)?;
-            let mut stmt = conn.prepare(&format!(
+            let mut stmt = conn.prepare_cached(&format!(
                 "{RELEASE_SELECT} WHERE r.app_id = ?1 ORDER BY r.version DESC"
             ))?;
             let releases = stmt
@@ -659,7 +773,7 @@ impl Store for SqliteStore {
     }
 
     async fn releases_in_progress(&self) -> Result<Vec<Release>> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare(&format!(
                 "{RELEASE_SELECT} WHERE r.status IN ('pending', 'building', 'deploying') \
                  ORDER BY a.name, r.version"
@@ -750,7 +864,7 @@ impl Store for SqliteStore {
 
     async fn deploy_log(&self, app: &AppName, version: u32) -> Result<String> {
         let app = app.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let (id, _, _) = release_ids(conn, &app, version)?;
             let mut stmt =
                 conn.prepare("SELECT text FROM deploy_logs WHERE release_id = ?1 ORDER BY id")?;
@@ -844,7 +958,7 @@ impl Store for SqliteStore {
 
     async fn app_config(&self, app: &AppName) -> Result<ConfigVars> {
         let app = app.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached("SELECT config FROM apps WHERE name = ?1")?
                 .query_row([app.as_str()], |row| json_at(row, 0))
                 .optional()?
@@ -871,7 +985,7 @@ impl Store for SqliteStore {
 
     async fn formation(&self, app: &AppName) -> Result<Vec<ProcessFormation>> {
         let app = app.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let app_id = app_id(conn, &app)?;
             let mut stmt = conn.prepare_cached(
                 "SELECT process, quantity, cpu_shares, memory_bytes FROM formation \
@@ -953,7 +1067,7 @@ impl Store for SqliteStore {
 
     async fn domains(&self, app: Option<&AppName>) -> Result<Vec<Domain>> {
         let app = app.cloned();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let domains = match app {
                 Some(app) => {
                     let app_id = app_id(conn, &app)?;
@@ -1026,7 +1140,7 @@ impl Store for SqliteStore {
     async fn user_by_token(&self, digest: &str) -> Result<User> {
         // A malformed digest matches no token: it is not found, like a revoked one.
         let digest = digest.to_ascii_lowercase();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT u.id, u.name, u.admin, u.created_at FROM tokens t \
                  JOIN users u ON u.id = t.user_id WHERE t.digest = ?1",
@@ -1040,7 +1154,7 @@ impl Store for SqliteStore {
 
     async fn tokens(&self, user: &str) -> Result<Vec<ApiToken>> {
         let user = user.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let user_id = user_id(conn, &user)?;
             let mut stmt = conn.prepare_cached(
                 "SELECT id, description, created_at FROM tokens WHERE user_id = ?1 ORDER BY id",
@@ -1110,7 +1224,7 @@ impl Store for SqliteStore {
 
     async fn collaborators(&self, app: &AppName) -> Result<Vec<String>> {
         let app = app.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let app_id = app_id(conn, &app)?;
             let mut stmt = conn.prepare_cached(
                 "SELECT u.name FROM collaborators c JOIN users u ON u.id = c.user_id \
@@ -1126,7 +1240,7 @@ impl Store for SqliteStore {
 
     async fn is_collaborator(&self, app: &AppName, user: &str) -> Result<bool> {
         let (app, user) = (app.clone(), user.to_string());
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM collaborators c JOIN users u ON u.id = c.user_id \
                  WHERE c.app_id = a.id AND u.name = ?2) FROM apps a WHERE a.name = ?1",
@@ -1140,7 +1254,7 @@ impl Store for SqliteStore {
 
     async fn apps_for(&self, user: &User) -> Result<Vec<App>> {
         let user = user.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let apps = if user.admin {
                 conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"))?
                     .query_map([], app_row)?
@@ -1166,8 +1280,8 @@ impl Store for SqliteStore {
             let app = event.app.as_ref().map(AppName::as_str);
             let (id, created_at) = tx.query_row(
                 "INSERT INTO events (app_id, app_name, user_name, action, release_version, \
-                 message, created_at) \
-                 VALUES ((SELECT id FROM apps WHERE name = ?1), ?1, ?2, ?3, ?4, ?5, ?6) \
+                 message, created_at, data) \
+                 VALUES ((SELECT id FROM apps WHERE name = ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  RETURNING id, created_at",
                 params![
                     app,
@@ -1175,26 +1289,30 @@ impl Store for SqliteStore {
                     event.action,
                     event.release,
                     event.message,
-                    now
+                    now,
+                    to_json(&event.data)?
                 ],
                 |row| Ok((row.get(0)?, time_at(row, 1)?)),
             )?;
-            Ok(Event {
+            let event = Event {
                 id,
                 app: event.app,
                 user: event.user,
                 action: event.action,
                 release: event.release,
                 message: event.message,
+                data: event.data,
                 created_at,
-            })
+            };
+            webhooks::enqueue(tx, &event)?;
+            Ok(event)
         })
         .await
     }
 
     async fn events(&self, app: Option<&AppName>, limit: u32) -> Result<Vec<Event>> {
         let app = app.cloned();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let events = match app {
                 // By name, so an app's history (its deletion included) outlives it.
                 Some(app) => conn
@@ -1275,6 +1393,7 @@ mod tests {
                 action: "deploy".to_string(),
                 release: Some(1),
                 message: "Deployed v1".to_string(),
+                data: Default::default(),
             })
             .await
             .unwrap();
@@ -1342,10 +1461,7 @@ mod tests {
     async fn migrating_gives_existing_apps_their_pusher_and_current_config() {
         let mut conn = database_at_version_1();
         migrate(&mut conn).unwrap();
-        let store = SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path: None,
-        };
+        let store = SqliteStore::with_connection(conn).unwrap();
         // Apps pushed before access control existed belong to their first pusher.
         assert_eq!(store.collaborators(&app("web")).await.unwrap(), ["bob"]);
         assert_eq!(store.collaborators(&app("api")).await.unwrap(), ["alice"]);
@@ -1446,5 +1562,107 @@ mod tests {
         a.create_user("alice", false).await.unwrap();
         assert!(b.users().await.unwrap().is_empty());
         assert_eq!(format!("{b:?}"), "SqliteStore(:memory:)");
+    }
+
+    /// The name of the thread a call of `store` runs on, through `read` or `call`.
+    async fn thread_names(store: &SqliteStore) -> (String, String) {
+        let name = || std::thread::current().name().unwrap_or("").to_string();
+        let read = store.read(move |_| Ok(name())).await.unwrap();
+        let call = store.call(move |_| Ok(name())).await.unwrap();
+        (read, call)
+    }
+
+    #[tokio::test]
+    async fn a_file_store_reads_on_read_only_connections_and_writes_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("empire.db"))
+            .await
+            .unwrap();
+        let (read, call) = thread_names(&store).await;
+        assert!(read.starts_with("empire-sqlite-r"), "{read}");
+        assert_eq!(call, "empire-sqlite-w-0");
+        // A reader cannot write, even by mistake.
+        let err = store
+            .read(|conn| Ok(conn.execute("DELETE FROM users", [])?))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        // In memory, one connection does both.
+        let memory = SqliteStore::open_in_memory().unwrap();
+        let (read, call) = thread_names(&memory).await;
+        assert_eq!(
+            (read.as_str(), call.as_str()),
+            ("empire-sqlite-m-0", "empire-sqlite-m-0")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_read_sees_the_writes_committed_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("empire.db"))
+            .await
+            .unwrap();
+        store.create_user("alice", false).await.unwrap();
+        // Many writers and readers at once: each task reads its own write back on
+        // whichever read-only connection is free, at once and in every list.
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let web = app(&format!("web-{i}"));
+                    store.create_app(&web, "alice").await.unwrap();
+                    assert_eq!(store.app(&web).await.unwrap().name, web);
+                    for version in 1..=5 {
+                        let release = store
+                            .create_release(&web, NewRelease::default())
+                            .await
+                            .unwrap();
+                        assert_eq!(release.version, version);
+                        assert_eq!(store.release(&web, version).await.unwrap().version, version);
+                        assert_eq!(store.releases(&web).await.unwrap().len(), version as usize);
+                    }
+                    store.delete_app(&web).await.unwrap();
+                    assert!(matches!(store.app(&web).await, Err(Error::NotFound { .. })));
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(store.apps().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("empire.db"))
+            .await
+            .unwrap();
+        let err = store
+            .write(|tx| -> Result<()> {
+                tx.execute(
+                    "INSERT INTO users (name, admin, created_at) VALUES ('ghost', 0, 0)",
+                    [],
+                )?;
+                panic!("a bug in a store call");
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("store task failed"), "{err}");
+        let err = store
+            .read(|_| -> Result<()> { panic!("a bug in a read") })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("store task failed"), "{err}");
+        // The connections still serve, and the panicking write was rolled back.
+        store.create_user("alice", false).await.unwrap();
+        let names: Vec<_> = store
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alice"]);
     }
 }

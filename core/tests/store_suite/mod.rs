@@ -548,6 +548,7 @@ pub async fn deleting_an_app_removes_everything_but_its_events(store: Arc<dyn St
             action: "deploy".to_string(),
             release: Some(1),
             message: "Deployed v1".to_string(),
+            data: Default::default(),
         })
         .await
         .unwrap();
@@ -1111,6 +1112,7 @@ pub async fn events_are_listed_newest_first_and_outlive_their_app(store: Arc<dyn
             action: action.to_string(),
             release,
             message: message.to_string(),
+            data: Default::default(),
         };
     let e1 = store
         .record_event(event(Some("web"), "app.created", None, "Created web"))

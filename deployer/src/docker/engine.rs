@@ -1,24 +1,29 @@
 //! The Docker calls of the scheduler: containers of one namespace, found by label.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig,
-    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, ImageInspect, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use empire_core::formation::ProcessSize;
+use empire_core::progress::Progress;
 use empire_core::scheduler::{DEFAULT_PORT, DeploySpec, OneOffSpec, ProcessSpec};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tracing::{debug, warn};
 
 use crate::error::{DeployerError, docker_message, docker_status};
+use crate::registry::{ImageRegistry, RegistryLogin, pull_reference, split_reference};
 
 /// The process type that receives HTTP traffic.
 pub(crate) const ROUTED_PROCESS: &str = "web";
@@ -132,9 +137,30 @@ pub(crate) struct Engine {
     pub docker: Docker,
     pub labels: Labels,
     pub namespace: String,
+    /// The registry release images are pulled from when the engine lacks them.
+    pub registry: Option<Arc<dyn ImageRegistry>>,
+    /// Release image references the engine has under another name (pulled from, or
+    /// pushed to, the registry's endpoint): reference → local reference.
+    pub pulled: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Engine {
+    /// Docker access for the containers labelled `<labels>.gateway=<namespace>`.
+    pub(crate) fn new(
+        docker: Docker,
+        labels: Labels,
+        namespace: String,
+        registry: Option<Arc<dyn ImageRegistry>>,
+    ) -> Self {
+        Engine {
+            docker,
+            labels,
+            namespace,
+            registry,
+            pulled: Arc::default(),
+        }
+    }
+
     /// The label filters that select this namespace (and optionally one app / release).
     pub(crate) fn filters(
         &self,
@@ -343,10 +369,13 @@ impl Engine {
             .await
     }
 
+    /// Creates a container of `image` (the body's image is set here): under the name
+    /// the engine has it by, pulling it from the registry first when it has it under
+    /// none.
     async fn create_container(
         &self,
         name: String,
-        body: ContainerCreateBody,
+        mut body: ContainerCreateBody,
         image: &str,
         instance: &str,
     ) -> Result<String, DeployerError> {
@@ -354,6 +383,24 @@ impl Engine {
             name: Some(name),
             ..Default::default()
         };
+        body.image = Some(self.local_image(image));
+        match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Ok(created) => return Ok(created.id),
+            Err(err) if docker_status(&err) == Some(404) => {
+                debug!(
+                    image,
+                    instance, "the image is not on the engine; resolving it"
+                );
+            }
+            Err(err) => return Err(DeployerError::docker(format!("creating {instance}"), err)),
+        }
+        lock(&self.pulled).remove(image);
+        let (local, _) = self.resolve_image(image, None).await?;
+        body.image = Some(local);
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => Ok(created.id),
             Err(err) if docker_status(&err) == Some(404) => Err(DeployerError::ImageNotFound {
@@ -364,19 +411,184 @@ impl Engine {
     }
 
     /// Whether the image carries the label [`LAUNCHER_LABEL`]`=true`. An image that
-    /// cannot be inspected counts as a plain one (creating its containers says why).
+    /// cannot be found or pulled counts as a plain one (creating its containers says
+    /// why).
     pub(crate) async fn launcher(&self, image: &str) -> bool {
-        match self.docker.inspect_image(image).await {
-            Ok(info) => info
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|labels| labels.get(LAUNCHER_LABEL).cloned())
-                .is_some_and(|v| v == "true"),
+        match self.prepare_image(image, None).await {
+            Ok(launcher) => launcher,
             Err(err) => {
                 debug!(image, error = %err, "could not inspect the image");
                 false
             }
         }
+    }
+
+    /// Makes sure the engine has `image` (pulling it from the registry when it does
+    /// not, with a line on `progress`) and says whether it carries the label
+    /// [`LAUNCHER_LABEL`]`=true`.
+    pub(crate) async fn prepare_image(
+        &self,
+        image: &str,
+        progress: Option<&Progress>,
+    ) -> Result<bool, DeployerError> {
+        let (_, info) = self.resolve_image(image, progress).await?;
+        Ok(info
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|labels| labels.get(LAUNCHER_LABEL).cloned())
+            .is_some_and(|v| v == "true"))
+    }
+
+    /// The name the engine has `image` under, as far as known.
+    fn local_image(&self, image: &str) -> String {
+        lock(&self.pulled)
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| image.to_string())
+    }
+
+    /// The local reference of `image` and its inspection: the image itself; else, when
+    /// it names the registry, the same reference at the registry's endpoint, pulled
+    /// with the registry's login when the engine does not have it yet.
+    async fn resolve_image(
+        &self,
+        image: &str,
+        progress: Option<&Progress>,
+    ) -> Result<(String, ImageInspect), DeployerError> {
+        let local = self.local_image(image);
+        if let Some(info) = self.inspect_image(&local).await? {
+            return Ok((local, info));
+        }
+        lock(&self.pulled).remove(image);
+        let Some(registry) = self.registry.as_deref() else {
+            return Err(DeployerError::ImageGone {
+                image: image.to_string(),
+                registry: None,
+            });
+        };
+        let Some(reference) = pull_reference(registry, image) else {
+            return Err(DeployerError::ImageGone {
+                image: image.to_string(),
+                registry: None,
+            });
+        };
+        if reference != image
+            && let Some(info) = self.inspect_image(&reference).await?
+        {
+            lock(&self.pulled).insert(image.to_string(), reference.clone());
+            return Ok((reference, info));
+        }
+        let shown = shown_registry(registry);
+        if let Some(progress) = progress {
+            progress.detail(format!("Pulling {image} from {shown} (not on this engine)"));
+        }
+        self.pull(registry, image, &reference).await?;
+        let Some(info) = self.inspect_image(&reference).await? else {
+            return Err(DeployerError::ImageGone {
+                image: image.to_string(),
+                registry: Some(shown),
+            });
+        };
+        if let Some(progress) = progress {
+            progress.detail(format!("Pulled {reference}"));
+        }
+        if reference != image {
+            lock(&self.pulled).insert(image.to_string(), reference.clone());
+        }
+        Ok((reference, info))
+    }
+
+    /// The image's inspection, `None` when the engine does not have it.
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInspect>, DeployerError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(info) => Ok(Some(info)),
+            Err(err) if docker_status(&err) == Some(404) => Ok(None),
+            Err(err) => Err(DeployerError::docker(
+                format!("inspecting the image {reference}"),
+                err,
+            )),
+        }
+    }
+
+    /// Pulls `reference` (the release's `image` at the registry's endpoint) with the
+    /// registry's login; credentials the registry refuses are renewed once (an expired
+    /// ECR token).
+    async fn pull(
+        &self,
+        registry: &dyn ImageRegistry,
+        image: &str,
+        reference: &str,
+    ) -> Result<(), DeployerError> {
+        let failed = |reason: String| DeployerError::Pull {
+            image: image.to_string(),
+            registry: shown_registry(registry),
+            reason,
+        };
+        let mut renew = false;
+        loop {
+            let login = registry
+                .login(renew)
+                .await
+                .map_err(|e| failed(one_line(&e)))?;
+            let anonymous = login.is_none();
+            match self
+                .engine_pull(reference, login, registry.endpoint())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(message) => match classify_pull_error(&message) {
+                    PullError::Gone => {
+                        return Err(DeployerError::ImageGone {
+                            image: image.to_string(),
+                            registry: Some(shown_registry(registry)),
+                        });
+                    }
+                    PullError::Unauthorized if !renew && !anonymous => renew = true,
+                    PullError::Unauthorized => {
+                        debug!(image, %message, "the registry refused the pull");
+                        return Err(failed(if anonymous {
+                            "unauthorized: the registry wants credentials".into()
+                        } else {
+                            "unauthorized: the registry refused the credentials".into()
+                        }));
+                    }
+                    PullError::Other(reason) => return Err(failed(reason)),
+                },
+            }
+        }
+    }
+
+    /// `POST /images/create?fromImage=…`: pulls and waits for the end of the stream.
+    async fn engine_pull(
+        &self,
+        reference: &str,
+        login: Option<RegistryLogin>,
+        server: &str,
+    ) -> Result<(), String> {
+        let (repo, tag) = split_reference(reference);
+        let options = CreateImageOptions {
+            from_image: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let credentials = login.map(|login| DockerCredentials {
+            username: Some(login.username),
+            password: Some(login.password),
+            serveraddress: Some(server.to_string()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(info) => {
+                    if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                        return Err(error);
+                    }
+                }
+                Err(err) => return Err(docker_message(&err)),
+            }
+        }
+        Ok(())
     }
 
     /// The CPU shares and memory limit a container was created with.
@@ -475,6 +687,79 @@ impl Engine {
             .collect();
         all[all.len().saturating_sub(lines)..].to_vec()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The registry as messages name it: `127.0.0.1:5000`, or `localhost:5000 (via
+/// 127.0.0.1:5000)` when images are pulled from another endpoint.
+fn shown_registry(registry: &dyn ImageRegistry) -> String {
+    if registry.name() == registry.endpoint() {
+        registry.name().to_string()
+    } else {
+        format!("{} (via {})", registry.name(), registry.endpoint())
+    }
+}
+
+/// Why a pull failed.
+#[derive(Debug, PartialEq, Eq)]
+enum PullError {
+    /// The registry does not have the image (or its repository).
+    Gone,
+    /// The registry refused the credentials (or wants some).
+    Unauthorized,
+    /// Anything else, as one line.
+    Other(String),
+}
+
+/// Sorts the engine's message for a failed pull.
+fn classify_pull_error(message: &str) -> PullError {
+    let lower = message.to_ascii_lowercase();
+    if [
+        "manifest unknown",
+        "name unknown",
+        "not found",
+        "does not exist",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+    {
+        return PullError::Gone;
+    }
+    if [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+    {
+        return PullError::Unauthorized;
+    }
+    let unreachable = [
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "connection reset by peer",
+        "network is unreachable",
+        "no route to host",
+        "server gave http response to https client",
+        "context deadline exceeded",
+    ]
+    .into_iter()
+    .find(|cause| lower.contains(cause));
+    match unreachable {
+        Some(cause) => PullError::Other(format!("cannot reach the registry ({cause})")),
+        None => PullError::Other(one_line(message)),
+    }
+}
+
+/// Joins a multi-line message into one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The environment of a process: the release's config plus what Empire sets.
@@ -590,6 +875,53 @@ mod tests {
         assert_eq!(command_override(Some("echo $PORT"), true), (None, cmd));
         assert_eq!(command_override(None, false), (None, None));
         assert_eq!(command_override(Some("  "), true), (None, None));
+    }
+
+    #[test]
+    fn classifies_pull_errors() {
+        assert_eq!(
+            classify_pull_error(
+                "manifest for 127.0.0.1:5000/a@sha256:00 not found: manifest unknown: manifest unknown"
+            ),
+            PullError::Gone
+        );
+        assert_eq!(
+            classify_pull_error(
+                "Head \"http://127.0.0.1:5001/v2/a/manifests/v1\": no basic auth credentials"
+            ),
+            PullError::Unauthorized
+        );
+        assert_eq!(
+            classify_pull_error(
+                "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused"
+            ),
+            PullError::Other("cannot reach the registry (connection refused)".into())
+        );
+        assert_eq!(
+            classify_pull_error("something\nelse"),
+            PullError::Other("something else".into())
+        );
+    }
+
+    #[test]
+    fn says_which_image_is_gone_in_one_line() {
+        let gone = DeployerError::ImageGone {
+            image: "empire/app:v2".into(),
+            registry: None,
+        };
+        assert_eq!(
+            gone.to_string(),
+            "image empire/app:v2 is not on the docker engine and no registry holds it"
+        );
+        let gone = DeployerError::ImageGone {
+            image: "localhost:5000/app@sha256:00".into(),
+            registry: Some("localhost:5000 (via 127.0.0.1:5000)".into()),
+        };
+        assert_eq!(
+            gone.to_string(),
+            "image localhost:5000/app@sha256:00 is not on the docker engine and the \
+             registry localhost:5000 (via 127.0.0.1:5000) does not hold it"
+        );
     }
 
     #[test]

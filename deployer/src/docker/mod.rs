@@ -1,7 +1,9 @@
 //! The `docker` scheduler backend: one container per process instance on the local
 //! Docker engine, web containers behind the built-in [`Router`].
 
+mod cron;
 mod engine;
+mod extended;
 mod health;
 mod logs;
 mod oneoff;
@@ -73,6 +75,9 @@ pub struct DockerSchedulerOptions {
     pub label_prefix: String,
     /// How often the routes of every app are re-checked, besides Docker events (2 s).
     pub refresh_interval: Duration,
+    /// The registry release images were pushed to: an image the engine does not have
+    /// (pushed through `--registry-endpoint`, or pruned) is pulled from it (none).
+    pub registry: Option<Arc<dyn crate::ImageRegistry>>,
 }
 
 impl Default for DockerSchedulerOptions {
@@ -87,6 +92,7 @@ impl Default for DockerSchedulerOptions {
             namespace: "empire".into(),
             label_prefix: "empire".into(),
             refresh_interval: Duration::from_secs(2),
+            registry: None,
         }
     }
 }
@@ -141,6 +147,8 @@ struct Inner {
 /// Runs releases as containers on the local Docker engine, behind the [`Router`].
 pub struct DockerScheduler {
     inner: Arc<Inner>,
+    /// The timers of cron processes (extended Procfile).
+    crons: cron::Crons,
     _route_keeper: DropGuard,
 }
 
@@ -249,11 +257,12 @@ impl DockerScheduler {
             .negotiate_version()
             .await
             .map_err(DeployerError::Connect)?;
-        let engine = Engine {
+        let engine = Engine::new(
             docker,
-            labels: Labels::new(&options.label_prefix),
-            namespace: options.namespace.clone(),
-        };
+            Labels::new(&options.label_prefix),
+            options.namespace.clone(),
+            options.registry.clone(),
+        );
         let inner = Arc::new(Inner {
             engine,
             router,
@@ -267,6 +276,7 @@ impl DockerScheduler {
         tokio::spawn(keep_routes(inner.clone(), cancel.clone()));
         Ok(DockerScheduler {
             inner,
+            crons: cron::Crons::default(),
             _route_keeper: cancel.drop_guard(),
         })
     }
@@ -476,7 +486,12 @@ impl Inner {
         let launcher = if start.is_empty() {
             false
         } else {
-            engine.launcher(&spec.image).await
+            // The image first (pulled from the registry when the engine lacks it): a
+            // release whose image is gone fails before any container is touched.
+            engine
+                .prepare_image(&spec.image, Some(progress))
+                .await
+                .map_err(empire_core::Error::from)?
         };
 
         let mut cleanup = Cleanup {
@@ -486,7 +501,16 @@ impl Inner {
         let mut started = Vec::new();
         for (process, n) in start {
             let label = format!("{}.{n}", process.name);
-            let id = match engine.create(spec, process, n, &deploy_id, launcher).await {
+            let id = match engine
+                .create(
+                    &extended::with_environment(spec, process),
+                    process,
+                    n,
+                    &deploy_id,
+                    launcher,
+                )
+                .await
+            {
                 Ok(id) => id,
                 Err(err) => {
                     drop(watcher);
@@ -796,7 +820,16 @@ impl Inner {
                         Some(launcher) => launcher,
                         None => *launches.insert(engine.launcher(&spec.image).await),
                     };
-                    match engine.create(spec, process, n, &deploy_id, launcher).await {
+                    match engine
+                        .create(
+                            &extended::with_environment(spec, process),
+                            process,
+                            n,
+                            &deploy_id,
+                            launcher,
+                        )
+                        .await
+                    {
                         Ok(id) => {
                             active.insert(id.clone());
                             if let Err(err) = engine.start(&id, &label).await {
@@ -1196,11 +1229,22 @@ async fn keep_routes(inner: Arc<Inner>, cancel: CancellationToken) {
 #[async_trait]
 impl Scheduler for DockerScheduler {
     async fn deploy(&self, spec: &DeploySpec, progress: &Progress) -> empire_core::Result<()> {
-        self.inner.deploy(spec, progress).await
+        self.inner
+            .deploy(&extended::services_only(spec), progress)
+            .await?;
+        self.crons.arm(&self.inner, spec);
+        extended::print_notes(spec, progress);
+        Ok(())
     }
 
     async fn restore(&self, current: &[DeploySpec]) -> empire_core::Result<()> {
-        Ok(self.inner.restore(current).await?)
+        let services: Vec<DeploySpec> = current
+            .iter()
+            .map(|s| extended::services_only(s).into_owned())
+            .collect();
+        let restored = self.inner.restore(&services).await;
+        self.crons.restore(&self.inner, current);
+        Ok(restored?)
     }
 
     async fn remove_release(&self, app: &AppName, release: u32) -> empire_core::Result<()> {
@@ -1208,6 +1252,7 @@ impl Scheduler for DockerScheduler {
     }
 
     async fn remove_app(&self, app: &AppName) -> empire_core::Result<()> {
+        self.crons.disarm(app.as_str());
         Ok(self.inner.remove_app(app.as_str()).await?)
     }
 
@@ -1216,7 +1261,11 @@ impl Scheduler for DockerScheduler {
     }
 
     async fn scale(&self, spec: &DeploySpec, progress: &Progress) -> empire_core::Result<()> {
-        self.inner.scale(spec, progress).await
+        self.inner
+            .scale(&extended::services_only(spec), progress)
+            .await?;
+        self.crons.arm(&self.inner, spec);
+        Ok(())
     }
 
     async fn restart(
@@ -1225,7 +1274,9 @@ impl Scheduler for DockerScheduler {
         target: &RestartTarget,
         progress: &Progress,
     ) -> empire_core::Result<()> {
-        self.inner.restart(spec, target, progress).await
+        self.inner
+            .restart(&extended::services_only(spec), target, progress)
+            .await
     }
 
     async fn run(&self, spec: &OneOffSpec, io: Option<RunIo>) -> empire_core::Result<RunOutcome> {

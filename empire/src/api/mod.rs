@@ -6,6 +6,7 @@
 
 mod account;
 mod apps;
+mod builds;
 mod collaborators;
 mod deploys;
 mod domains;
@@ -18,6 +19,8 @@ mod releases;
 mod resources;
 mod run;
 mod stream;
+mod webhooks_in;
+mod webhooks_out;
 
 use std::sync::Arc;
 
@@ -47,6 +50,8 @@ pub struct ApiConfig {
     pub app_url_template: Option<String>,
     /// The port of the SSH git server, for `git_url`.
     pub ssh_port: u16,
+    /// The largest webhook body accepted (`None`: 1 MiB).
+    pub webhook_max_body: Option<usize>,
 }
 
 /// The state every handler shares.
@@ -181,6 +186,28 @@ pub fn routes() -> Routes {
         .on(M::POST, "/account/keys", account::add_key)
         .on(M::DELETE, "/account/keys/{key}", account::remove_key)
         .on(M::POST, "/oauth/authorizations", account::authorize)
+        // Outgoing webhooks (deploy events to other systems)
+        .on(M::GET, "/apps/{app}/webhooks", webhooks_out::list_app)
+        .on(M::POST, "/apps/{app}/webhooks", webhooks_out::create_app)
+        .on(M::GET, "/outgoing-webhooks", webhooks_out::list)
+        .on(M::POST, "/outgoing-webhooks", webhooks_out::create)
+        .on(M::DELETE, "/outgoing-webhooks/{id}", webhooks_out::destroy)
+        .on(
+            M::GET,
+            "/outgoing-webhooks/{id}/deliveries",
+            webhooks_out::deliveries,
+        )
+        // Connected repositories and their webhook builds
+        .on(M::PUT, "/apps/{app}/connection", builds::connect)
+        .on(M::GET, "/apps/{app}/connection", builds::info)
+        .on(M::DELETE, "/apps/{app}/connection", builds::disconnect)
+        .on(M::GET, "/apps/{app}/builds", builds::list)
+        .on(M::GET, "/apps/{app}/builds/{id}", builds::info_build)
+        .on(M::GET, "/apps/{app}/builds/{id}/log", builds::log)
+        // Push webhooks from git hosts (signed, no API token)
+        .on(M::POST, "/webhooks/github/{app}", webhooks_in::github)
+        .on(M::POST, "/webhooks/gitlab/{app}", webhooks_in::gitlab)
+        .on(M::POST, "/webhooks/gitea/{app}", webhooks_in::gitea)
 }
 
 /// The API as a router, ready to serve.

@@ -108,6 +108,8 @@ pub async fn dispatch(command: ClientCommand) -> Result<i32> {
         } => deploy(&target, &image, message).await?,
         C::KeysAdd { file, output } => keys_add(file, output.json).await?,
         C::KeysRemove { key } => keys_remove(&key).await?,
+        C::Webhooks(command) => super::webhooks::run(command).await?,
+        C::Builds(command) => super::builds::run(command).await?,
     }
     Ok(0)
 }

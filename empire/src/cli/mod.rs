@@ -24,6 +24,7 @@ macro_rules! outln {
     };
 }
 
+mod builds;
 mod client;
 mod commands;
 mod netrc;
@@ -31,6 +32,7 @@ mod output;
 mod run;
 mod session;
 mod types;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -317,6 +319,9 @@ pub enum ClientCommand {
         /// The user name.
         user: String,
     },
+    /// Outgoing webhooks: tell other systems what happened to an app.
+    #[command(flatten)]
+    Webhooks(webhooks::WebhookCommand),
     /// Deploy a prebuilt image, streaming progress (without -a or an `empire` remote
     /// the app is named after the image's repository).
     Deploy {
@@ -336,6 +341,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         output: JsonArgs,
     },
+    /// Connected repositories and the builds their webhooks start.
+    #[command(flatten)]
+    Builds(builds::BuildsCommand),
     /// Remove an SSH key of yours by fingerprint (`SHA256:…`) or comment.
     #[command(name = "keys:remove")]
     KeysRemove {

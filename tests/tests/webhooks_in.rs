@@ -1,0 +1,476 @@
+//! Push webhooks end to end: an app connected (over SSH) to a repository that
+//! `git daemon` serves on a loopback port, pushes announced by signed GitHub, GitLab and
+//! Gitea webhooks (posted with curl, signed with openssl), and the real gateway fetching
+//! the pushed commit from the connected URL and deploying it through Docker.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use empire_e2e::{AppRepo, Developer, Gateway, empire_bin, unique_app, wait_until};
+
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
+const SECRET: &str = "webhook-secret-for-e2e";
+
+/// `git daemon` serving the bare repositories under a temp dir on a free loopback port.
+struct GitHost {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl GitHost {
+    fn start() -> GitHost {
+        let dir = tempfile::Builder::new()
+            .prefix("empire-e2e-githost-")
+            .tempdir()
+            .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", dir.path().display()))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting git daemon");
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "git daemon did not listen on {port}"
+        );
+        GitHost { dir, port, child }
+    }
+
+    /// A new bare repository `<name>.git`; its path (to push to) and its git:// URL.
+    fn repo(&self, name: &str) -> (PathBuf, String) {
+        let path = self.dir.path().join(format!("{name}.git"));
+        let out = Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (path, format!("git://127.0.0.1:{}/{name}.git", self.port))
+    }
+}
+
+impl Drop for GitHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn ssh_ok(dev: &Developer, command: &str) -> String {
+    let out = dev.ssh(command);
+    assert!(out.status.success(), "ssh {command}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// HMAC-SHA256 of `body` under `secret`, in hex, by openssl (not Empire's own code).
+fn openssl_hmac(secret: &str, body: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.rsplit(' ').next().unwrap().trim().to_string()
+}
+
+/// POSTs a webhook with curl; answers the status and body.
+fn post(url: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, body).unwrap();
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]);
+    command.args(["-H", "Content-Type: application/json"]);
+    for (name, value) in headers {
+        command.arg("-H").arg(format!("{name}: {value}"));
+    }
+    command
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(url);
+    let out = command.output().expect("curl runs");
+    assert!(out.status.success(), "curl: {}", text(&out));
+    let all = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = all.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+enum Host {
+    GitHub,
+    GitLab,
+    Gitea,
+}
+
+/// A push event as `host` sends it, signed with `secret`; answers status and body.
+/// A push to announce: the ref, the commit, the pusher and the delivery ID.
+struct Push<'a>(&'a str, &'a str, &'a str, &'a str);
+
+fn announce(gw: &Gateway, host: Host, app: &str, push: Push<'_>, secret: &str) -> (u16, String) {
+    let Push(reference, commit, pusher, delivery) = push;
+    let base = format!("http://127.0.0.1:{}", gw.http_port());
+    match host {
+        Host::GitHub => {
+            let body = format!(
+                r#"{{"ref":"{reference}","before":"0000000000000000000000000000000000000001","after":"{commit}","deleted":false,"repository":{{"clone_url":"https://evil.invalid/x.git"}},"pusher":{{"name":"{pusher}","email":"{pusher}@example.com"}},"head_commit":{{"id":"{commit}","message":"Deploy from GitHub\n\nbody"}},"commits":[]}}"#
+            );
+            post(
+                &format!("{base}/webhooks/github/{app}"),
+                &[
+                    ("X-GitHub-Event", "push".into()),
+                    ("X-GitHub-Delivery", delivery.into()),
+                    (
+                        "X-Hub-Signature-256",
+                        format!("sha256={}", openssl_hmac(secret, &body)),
+                    ),
+                ],
+                &body,
+            )
+        }
+        Host::GitLab => {
+            let body = format!(
+                r#"{{"object_kind":"push","ref":"{reference}","before":"0000000000000000000000000000000000000001","after":"{commit}","checkout_sha":"{commit}","user_name":"Jay Smith","user_username":"{pusher}","commits":[{{"id":"{commit}","message":"Deploy from GitLab"}}],"total_commits_count":1}}"#
+            );
+            post(
+                &format!("{base}/webhooks/gitlab/{app}"),
+                &[
+                    ("X-Gitlab-Event", "Push Hook".into()),
+                    ("X-Gitlab-Event-UUID", delivery.into()),
+                    ("X-Gitlab-Token", secret.into()),
+                ],
+                &body,
+            )
+        }
+        Host::Gitea => {
+            let body = format!(
+                r#"{{"ref":"{reference}","before":"0000000000000000000000000000000000000001","after":"{commit}","commits":[{{"id":"{commit}","message":"Deploy from Gitea"}}],"head_commit":{{"id":"{commit}","message":"Deploy from Gitea"}},"pusher":{{"login":"{pusher}","username":"{pusher}"}},"sender":{{"login":"{pusher}"}}}}"#
+            );
+            post(
+                &format!("{base}/webhooks/gitea/{app}"),
+                &[
+                    ("X-Gitea-Event", "push".into()),
+                    ("X-Gitea-Delivery", delivery.into()),
+                    ("X-Gitea-Signature", openssl_hmac(secret, &body)),
+                ],
+                &body,
+            )
+        }
+    }
+}
+
+fn build_id(answer: &(u16, String)) -> String {
+    assert_eq!(answer.0, 202, "{}", answer.1);
+    assert!(answer.1.contains(r#""status":"queued""#), "{}", answer.1);
+    let after = answer.1.split(r#""build_id":"#).nth(1).unwrap();
+    after.split([',', '}']).next().unwrap().to_string()
+}
+
+/// Commits `index.html` = `content` and pushes it to the hosted repository's `branch`.
+fn push_to_host(repo: &AppRepo, content: &str, branch: &str) -> String {
+    repo.write("index.html", &format!("{content}\n"));
+    let commit = repo.commit(content);
+    repo.git(&[
+        "push",
+        "-q",
+        "-f",
+        "empire",
+        &format!("HEAD:refs/heads/{branch}"),
+    ]);
+    commit
+}
+
+/// `releases:info <app> vN` over SSH.
+fn release_info(dev: &Developer, app: &str, version: u32) -> String {
+    ssh_ok(dev, &format!("releases:info {app} v{version}"))
+}
+
+fn builds_table(dev: &Developer, app: &str) -> String {
+    ssh_ok(dev, &format!("builds {app}"))
+}
+
+/// The status of build `id` in `builds <app>`.
+fn build_status(dev: &Developer, app: &str, id: &str) -> String {
+    builds_table(dev, app)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn wait_build(dev: &Developer, app: &str, id: &str, status: &str) {
+    let mut last = String::new();
+    assert!(
+        wait_until(DEPLOY_TIMEOUT, || {
+            last = build_status(dev, app, id);
+            last == status || last == "failed"
+        }),
+        "build {id} of {app} is {last:?}, not {status}"
+    );
+    assert_eq!(
+        last,
+        status,
+        "build {id} of {app}: {}",
+        ssh_ok(dev, &format!("builds:logs {app} {id}"))
+    );
+}
+
+fn file_url(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_last() {
+    let gw = Gateway::start();
+    let dev = gw.developer("alice");
+    let host = GitHost::start();
+    let app = unique_app("hook");
+    gw.track_app(&app);
+    ssh_ok(&dev, &format!("create {app}"));
+    let (bare, url) = host.repo(&app);
+    let connected = ssh_ok(
+        &dev,
+        &format!("apps:connect {app} --repo {url} --secret {SECRET}"),
+    );
+    assert!(
+        connected.contains(&format!(
+            "GitHub  http://127.0.0.1:{}/webhooks/github/{app}",
+            gw.http_port()
+        )),
+        "{connected}"
+    );
+    assert!(
+        connected.contains(&format!("Connected {app} to {url} (branch main)")),
+        "{connected}"
+    );
+    let repo = AppRepo::from_fixture("web-httpd", &app, &file_url(&bare), "ssh");
+
+    // GitHub.
+    let first = push_to_host(&repo, "from github", "main");
+    let answer = announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &first, "octocat", "gh-1"),
+        SECRET,
+    );
+    let id = build_id(&answer);
+    wait_build(&dev, &app, &id, "succeeded");
+    gw.wait_for_body(&app, "from github", Duration::from_secs(30));
+    let info = release_info(&dev, &app, 1);
+    assert!(info.contains(&first), "{info}");
+    assert!(info.contains("octocat"), "{info}");
+    assert!(info.contains("Deploy from GitHub"), "{info}");
+    let log = ssh_ok(&dev, &format!("builds:logs {app} {id} -f"));
+    assert!(
+        log.contains(&format!("Fetching {} from {url}", &first[..7])),
+        "{log}"
+    );
+    assert!(log.contains("Released v1"), "{log}");
+    assert!(log.contains("Status:"), "{log}");
+    // The branch moved to the deployed commit in the app's repository.
+    let head = Command::new("git")
+        .arg("-C")
+        .arg(gw.data_dir().join(format!("repos/{app}.git")))
+        .args(["rev-parse", "refs/heads/main"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), first);
+
+    // GitLab.
+    let second = push_to_host(&repo, "from gitlab", "main");
+    let id = build_id(&announce(
+        &gw,
+        Host::GitLab,
+        &app,
+        Push("refs/heads/main", &second, "jsmith", "gl-1"),
+        SECRET,
+    ));
+    wait_build(&dev, &app, &id, "succeeded");
+    gw.wait_for_body(&app, "from gitlab", Duration::from_secs(30));
+    let info = release_info(&dev, &app, 2);
+    assert!(info.contains(&second) && info.contains("jsmith"), "{info}");
+
+    // Gitea.
+    let third = push_to_host(&repo, "from gitea", "main");
+    let gitea = announce(
+        &gw,
+        Host::Gitea,
+        &app,
+        Push("refs/heads/main", &third, "gitea-dev", "gt-1"),
+        SECRET,
+    );
+    let id = build_id(&gitea);
+    wait_build(&dev, &app, &id, "succeeded");
+    gw.wait_for_body(&app, "from gitea", Duration::from_secs(30));
+    let info = release_info(&dev, &app, 3);
+    assert!(
+        info.contains(&third) && info.contains("gitea-dev"),
+        "{info}"
+    );
+    let builds_before = builds_table(&dev, &app).lines().count();
+
+    // A bad signature changes nothing.
+    let bad = push_to_host(&repo, "forged", "main");
+    let answer = announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &bad, "mallory", "gh-bad"),
+        "not-the-secret",
+    );
+    assert_eq!(answer.0, 401, "{}", answer.1);
+    // A push to another branch is ignored.
+    let feature = push_to_host(&repo, "on a feature branch", "feature");
+    let answer = announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/feature", &feature, "octocat", "gh-2"),
+        SECRET,
+    );
+    assert_eq!(answer.0, 202, "{}", answer.1);
+    assert!(
+        answer.1.contains("only pushes to main deploy"),
+        "{}",
+        answer.1
+    );
+    // A replayed delivery is not deployed twice.
+    let answer = announce(
+        &gw,
+        Host::Gitea,
+        &app,
+        Push("refs/heads/main", &third, "gitea-dev", "gt-1"),
+        SECRET,
+    );
+    assert_eq!(answer.0, 202, "{}", answer.1);
+    assert!(answer.1.contains("already handled"), "{}", answer.1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(builds_table(&dev, &app).lines().count(), builds_before);
+    gw.wait_for_body(&app, "from gitea", Duration::from_secs(5));
+    assert!(!ssh_ok(&dev, &format!("releases {app}")).contains("v4"));
+
+    // Quick pushes: the first runs, the second waits and is replaced by the third, which
+    // deploys after the first.
+    let a = push_to_host(&repo, "quick a", "main");
+    let b = push_to_host(&repo, "quick b", "main");
+    let c = push_to_host(&repo, "quick c", "main");
+    let id_a = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &a, "octocat", "q-a"),
+        SECRET,
+    ));
+    let id_b = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &b, "octocat", "q-b"),
+        SECRET,
+    ));
+    let id_c = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &c, "octocat", "q-c"),
+        SECRET,
+    ));
+    wait_build(&dev, &app, &id_c, "succeeded");
+    gw.wait_for_body(&app, "quick c", Duration::from_secs(30));
+    assert_eq!(build_status(&dev, &app, &id_a), "succeeded");
+    assert_eq!(build_status(&dev, &app, &id_b), "superseded");
+    let releases = ssh_ok(&dev, &format!("releases {app}"));
+    assert_eq!(
+        (1..=6)
+            .filter(|v| releases.contains(&format!("v{v} ")))
+            .count(),
+        5,
+        "{releases}"
+    );
+    assert!(release_info(&dev, &app, 4).contains(&a));
+    assert!(release_info(&dev, &app, 5).contains(&c));
+    let skipped = ssh_ok(&dev, &format!("builds:logs {app} {id_b}"));
+    assert!(
+        skipped.contains(&format!("superseded by build {id_c}")),
+        "{skipped}"
+    );
+
+    // The CLI lists the same builds through the API.
+    let token = gw.empire(&["tokens", "create", "alice"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(empire_bin())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("EMPIRE_URL", format!("http://127.0.0.1:{}", gw.http_port()))
+            .env("EMPIRE_API_TOKEN", &token)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = cli(&["builds", "-a", &app]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.starts_with(&format!("=== {app} Builds")), "{listed}");
+    assert!(
+        listed.contains("superseded") && listed.contains("octocat (github)"),
+        "{listed}"
+    );
+    let log = cli(&["builds:logs", "-a", &app, &id_c, "--follow"]);
+    assert!(log.status.success(), "{}", text(&log));
+    let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert!(log.contains("Released v5"), "{log}");
+    assert!(
+        log.contains(&format!("Build {id_c} succeeded: v5")),
+        "{log}"
+    );
+
+    // Disconnected, its hooks are refused.
+    let out = ssh_ok(&dev, &format!("apps:disconnect {app}"));
+    assert!(out.contains("Disconnected"), "{out}");
+    let answer = announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &c, "octocat", "q-d"),
+        SECRET,
+    );
+    assert_eq!(answer.0, 404, "{}", answer.1);
+}
