@@ -3,7 +3,8 @@
 # whose store holds 1,000 apps of 20 releases each, on SQLite and on PostgreSQL, under
 # `wrk -t2 -c32 -d15s --latency` from a second process on the same machine — the load
 # Empire 0.13 was measured with (the anchor below). Also: the answer sizes, the gateway's
-# idle RSS with 1,000 apps (after seeding and a warm-up), its CPU use under load and at
+# idle RSS with 1,000 apps (after seeding and a warm-up) and where it is (binary, heap,
+# malloc arenas, thread stacks: rss_breakdown), its CPU use under load and at
 # idle, and `GET /health` under the same load as a floor (what hyper + wrk reach on this
 # machine when a handler does nothing).
 #
@@ -21,7 +22,10 @@
 # temp dir (gateway logs, wrk outputs), API_BENCH_DURATION (default 15s), API_BENCH_RUNS
 # (wrk runs per route, default 3: the table shows medians and the req/s range),
 # API_BENCH_APPS / API_BENCH_RELEASES (default 1000 / 20), EMPIRE_TEST_PG_PORT (default
-# 55432, see scripts/postgres.sh).
+# 55432, see scripts/postgres.sh), API_BENCH_IDLE_STARTS=N (idle memory only: per store,
+# N gateway starts on the same seeded store, each with the warm-up, 5 s idle and the
+# breakdown, then the median; no wrk runs: on a shared machine the idle RSS varies by a
+# few MiB from start to start).
 set -eu
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
@@ -265,6 +269,26 @@ check() {
     fi
 }
 
+# idle_starts STORE DATA_DIR [--database-url URL]: API_BENCH_IDLE_STARTS starts of the
+# running gateway's store, each: warm-up of both routes, 5 s idle, VmRSS and breakdown.
+idle_starts() {
+    local store=$1 data=$2 i rss=() line
+    shift 2
+    for ((i = 1; i <= API_BENCH_IDLE_STARTS; i++)); do
+        [ "$i" = 1 ] || start_api_gateway "$data" "$@"
+        warm /apps
+        warm "/apps/$PROBE_APP/releases"
+        sleep 5
+        line=$(rss_breakdown "$GW_PID")
+        cp "/proc/$GW_PID/smaps" "$BENCH_TMP/$store-idle-smaps-$i.txt"
+        rss+=("$(calc1 "$(gw_status_kb VmRSS) / 1024")")
+        note "$store start $i: $line"
+        BREAKDOWNS+=("$store start $i: $line")
+        stop_api_gateway
+    done
+    RSS_ROWS+=("$store|$(printf '%s\n' "${rss[@]}" | sort -n | tr '\n' ' ')|$(calc1 "$(median "${rss[@]}")")")
+}
+
 bench_store() {
     local store=$1 data=$BENCH_TMP/$1 db_args=() status body_apps body_rel n t0 c0 idle_cpu
     log "$store: a store with $APPS apps x $RELEASES releases"
@@ -305,6 +329,11 @@ bench_store() {
     REL_BYTES=$(wc -c <"$body_rel")
     note "GET /apps: $APPS_BYTES bytes ($APPS apps); GET /apps/$PROBE_APP/releases: $REL_BYTES bytes"
 
+    if [ -n "${API_BENCH_IDLE_STARTS:-}" ]; then
+        idle_starts "$store" "$data" "${db_args[@]}"
+        pg_drop
+        return 0
+    fi
     warm /apps
     warm "/apps/$PROBE_APP/releases"
     # Idle: 5 s after the warm-up (the route keeper polls every app every 2 s meanwhile).
@@ -349,6 +378,18 @@ bench_store() {
 for store in $STORES; do
     bench_store "$store"
 done
+
+if [ -n "${API_BENCH_IDLE_STARTS:-}" ]; then
+    echo
+    echo "idle RSS after the warm-up, $API_BENCH_IDLE_STARTS starts per store ($APPS apps x $RELEASES releases)"
+    table "store|idle VmRSS MiB, sorted|median" "${RSS_ROWS[@]}"
+    echo
+    echo "idle memory (MiB, from /proc/PID/smaps):"
+    printf '  %s\n' "${BREAKDOWNS[@]}"
+    machine_summary
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ), $EMPIRE_BIN"
+    exit 0
+fi
 
 echo
 echo "API throughput: wrk ${WRK_LOAD[*]} from the same machine, $APPS apps x $RELEASES releases, releases of $PROBE_APP; medians of $RUNS runs"

@@ -44,6 +44,7 @@ SKIPPED=0
 GATEWAY_PIDFILE=""
 ECS_APP=""
 UPGRADE_APP=""
+SECOND_RUN_SECONDS=0
 
 pass() { PASSED=$((PASSED + 1)); log "ok: $*"; }
 skip() { SKIPPED=$((SKIPPED + 1)); log "skipped: $*"; }
@@ -116,7 +117,9 @@ run_twice() {
     fi
     pass "$name: the first run converged ($first changed)"
     log "Converging $name (second run)"
+    t0=$(date +%s)
     second=$(converge "$host" "$prefix-2.log" "$@")
+    SECOND_RUN_SECONDS=$(($(date +%s) - t0))
     if [ -z "$second" ]; then
         fail "$name: the second run failed:"
         tail -n 40 "$prefix-2.log" >&2
@@ -296,13 +299,16 @@ upgrade_test() {
     ssh_port=$(cat "$WORK/ssh_port")
     slow=$WORK/slow
     mkdir -p "$slow"
-    # A build step that takes long enough for the playbook to reach its handler.
-    cat >"$slow/Dockerfile" <<'DOCKERFILE'
+    # A build step that outlasts the playbook's way to its handler: twice what the
+    # unchanged second run took, and at least 45 s.
+    build_seconds=$((2 * SECOND_RUN_SECONDS + 20))
+    [ "$build_seconds" -ge 45 ] || build_seconds=45
+    cat >"$slow/Dockerfile" <<DOCKERFILE
 FROM empire/busybox
 COPY nonce /nonce
-RUN S=started; D=done; echo slow-build-$S && sleep 50 && echo slow-build-$D
+RUN S=started; D=done; echo slow-build-\$S && sleep $build_seconds && echo slow-build-\$D
 COPY index.html /www/index.html
-CMD ["/bin/sh", "-c", "exec httpd -f -p $PORT -h /www"]
+CMD ["/bin/sh", "-c", "exec httpd -f -p \$PORT -h /www"]
 DOCKERFILE
     echo "upgrade v1" >"$slow/index.html"
     echo "$SUFFIX" >"$slow/nonce"
@@ -349,7 +355,7 @@ DOCKERFILE
     fi
     if [ -n "$push_ok" ] && grep -q 'Released v1' "$WORK/upgrade-push.log" &&
         [ "$(curl -fsS -H "Host: $UPGRADE_APP.localhost" "http://127.0.0.1:$router_port/" 2>/dev/null)" = "upgrade v1" ]; then
-        pass "upgrade: a new binary restarted the gateway mid-push ($changed changed); the push still deployed"
+        pass "upgrade: a new binary restarted the gateway mid-push (${build_seconds}s build, $changed changed); the push still deployed"
     else
         fail "upgrade: the push built during the restart did not deploy:"
         cat "$WORK/upgrade-push.log" >&2

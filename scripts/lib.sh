@@ -32,7 +32,9 @@ ensure_docker() {
         $SUDO systemctl start docker || true
     fi
     if ! docker info >/dev/null 2>&1; then
-        $SUDO sh -c 'nohup dockerd >/var/log/empire-dockerd.log 2>&1 &'
+        # Its own session, so the engine outlives the shell, job or test run that
+        # started it (a process-group kill of that job would otherwise take it along).
+        $SUDO setsid sh -c 'exec dockerd >>/var/log/empire-dockerd.log 2>&1' </dev/null >/dev/null 2>&1 &
     fi
     for _ in $(seq 1 60); do
         docker info >/dev/null 2>&1 && return 0

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -17,10 +16,19 @@ use crate::error::{Error, Result};
 use crate::event::NewEvent;
 use crate::formation::{ProcessFormation, ProcessSize};
 use crate::procfile;
-use crate::progress::{Progress, ProgressSink};
+use crate::progress::{BatchedLog, Progress};
 use crate::release::{ConfigVars, NewRelease, ProcessTypes, Release, ReleaseStatus};
 use crate::scheduler::{DeploySpec, OneOffSpec, ProcessSpec, RunIo, RunOutcome, Scheduler};
 use crate::store::{ReleaseBuild, Store};
+
+/// Who delivered a pushed commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOrigin {
+    /// A `git push` to the gateway.
+    Git,
+    /// A hosted git server's push webhook (GitHub, GitLab, Gitea).
+    Webhook,
+}
 
 /// What is being deployed.
 #[derive(Debug, Clone)]
@@ -35,6 +43,8 @@ pub enum DeploySource {
         commit: String,
         /// The ref it was pushed to (`refs/heads/main`).
         reference: String,
+        /// Who delivered the commit.
+        origin: PushOrigin,
     },
     /// A prebuilt image.
     Image {
@@ -356,7 +366,7 @@ impl DeployPipeline {
             )
             .await?;
         let version = release.version;
-        let log = StoreLogSink::start(self.store.clone(), app.clone(), version);
+        let log = deploy_log(self.store.clone(), app.clone(), version);
         let progress = progress.tee(log.sink());
         // Deploy events: recorded (with their webhook deliveries) by the store, delivered
         // later by the gateway's dispatcher, so no receiver ever holds a deploy up.
@@ -424,10 +434,13 @@ impl DeployPipeline {
                     .await;
                 }
                 recorded.map(|()| {
-                    let url = self.url(app);
+                    let (url, via) = match self.scheduler.reachable(app) {
+                        Some(r) => (Some(r.url), r.via),
+                        None => (self.url(app), "the router".to_string()),
+                    };
                     let step = progress.step(format!("Released v{version}"));
                     if let Some(url) = &url {
-                        progress.detail(format!("{url} deployed to the router"));
+                        progress.detail(format!("{url} deployed to {via}"));
                     }
                     drop(step);
                     DeployOutcome {
@@ -1005,68 +1018,19 @@ pub fn deploy_spec(release: &Release, formation: &[ProcessFormation]) -> Result<
     })
 }
 
-fn short(commit: &str) -> &str {
+/// A commit's abbreviated form (`1a2b3c4`).
+pub(crate) fn short(commit: &str) -> &str {
     &commit[..commit.len().min(7)]
 }
 
-/// Copies progress lines into a release's deploy log in the store, batching writes on a
-/// background task so the pipeline never waits on the store to print a line.
-struct StoreLogSink {
-    sender: mpsc::UnboundedSender<LogMessage>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-enum LogMessage {
-    Line(String),
-    Close,
-}
-
-struct ChannelSink(mpsc::UnboundedSender<LogMessage>);
-
-impl ProgressSink for ChannelSink {
-    fn write_line(&self, line: &str) {
-        let _ = self.0.send(LogMessage::Line(line.to_string()));
-    }
-}
-
-impl StoreLogSink {
-    fn start(store: Arc<dyn Store>, app: AppName, version: u32) -> Self {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<LogMessage>();
-        let task = tokio::spawn(async move {
-            let mut open = true;
-            while open {
-                let Some(first) = receiver.recv().await else {
-                    break;
-                };
-                let mut text = String::new();
-                let mut next = Some(first);
-                while let Some(message) = next {
-                    match message {
-                        LogMessage::Line(line) => {
-                            text.push_str(&line);
-                            text.push('\n');
-                        }
-                        LogMessage::Close => open = false,
-                    }
-                    next = if open { receiver.try_recv().ok() } else { None };
-                }
-                if !text.is_empty()
-                    && let Err(err) = store.append_deploy_log(&app, version, &text).await
-                {
-                    tracing::warn!(%app, version, %err, "writing the deploy log");
-                }
+/// Copies progress lines into a release's deploy log in the store.
+fn deploy_log(store: Arc<dyn Store>, app: AppName, version: u32) -> BatchedLog {
+    BatchedLog::start(move |text| {
+        let (store, app) = (store.clone(), app.clone());
+        async move {
+            if let Err(err) = store.append_deploy_log(&app, version, &text).await {
+                tracing::warn!(%app, version, %err, "writing the deploy log");
             }
-        });
-        StoreLogSink { sender, task }
-    }
-
-    fn sink(&self) -> Arc<dyn ProgressSink> {
-        Arc::new(ChannelSink(self.sender.clone()))
-    }
-
-    /// Writes what was printed so far and stops; lines printed later are not logged.
-    async fn finish(self) {
-        let _ = self.sender.send(LogMessage::Close);
-        let _ = self.task.await;
-    }
+        }
+    })
 }

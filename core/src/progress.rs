@@ -1,8 +1,11 @@
 //! Progress output in Heroku's style, written to whatever sink the deploy came from
 //! (the git sideband, an HTTP stream, a build log).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 /// Where progress lines go. Implementations must not block for long: they forward each
 /// line as it comes, never buffering a whole log.
@@ -27,6 +30,68 @@ impl ProgressSink for TeeSink {
         for sink in &self.0 {
             sink.write_line(line);
         }
+    }
+}
+
+/// Copies progress lines to a slow destination (a log in the store) on a background
+/// task, writing what arrived while the last write ran as one batch, so whoever prints
+/// never waits for the destination.
+pub struct BatchedLog {
+    sender: mpsc::UnboundedSender<Option<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct BatchSender(mpsc::UnboundedSender<Option<String>>);
+
+impl ProgressSink for BatchSender {
+    fn write_line(&self, line: &str) {
+        let _ = self.0.send(Some(line.to_string()));
+    }
+}
+
+impl BatchedLog {
+    /// Starts the task; `write` gets each batch as newline-terminated lines.
+    pub fn start<F, Fut>(mut write: F) -> Self
+    where
+        F: FnMut(String) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Option<String>>();
+        let task = tokio::spawn(async move {
+            let mut open = true;
+            while open {
+                let Some(first) = receiver.recv().await else {
+                    break;
+                };
+                let mut text = String::new();
+                let mut next = Some(first);
+                while let Some(message) = next {
+                    match message {
+                        Some(line) => {
+                            text.push_str(&line);
+                            text.push('\n');
+                        }
+                        None => open = false,
+                    }
+                    next = if open { receiver.try_recv().ok() } else { None };
+                }
+                if !text.is_empty() {
+                    write(text).await;
+                }
+            }
+        });
+        BatchedLog { sender, task }
+    }
+
+    /// A sink feeding this log.
+    pub fn sink(&self) -> Arc<dyn ProgressSink> {
+        Arc::new(BatchSender(self.sender.clone()))
+    }
+
+    /// Writes what was printed so far and stops; lines printed later are not written.
+    pub async fn finish(self) {
+        let _ = self.sender.send(None);
+        let _ = self.task.await;
     }
 }
 

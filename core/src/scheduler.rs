@@ -236,4 +236,20 @@ pub trait Scheduler: Send + Sync {
 
     /// Sets the custom hostnames the app answers to.
     async fn set_domains(&self, app: &AppName, hostnames: &[String]) -> Result<()>;
+
+    /// Where a deployed app is reachable, when the backend knows better than the
+    /// gateway's URL template; `None` (the default) means the template's URL through
+    /// the built-in router.
+    fn reachable(&self, _app: &AppName) -> Option<Reachable> {
+        None
+    }
+}
+
+/// Where a deployed app answers, as its scheduler describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachable {
+    /// The app's URL (`https://<app>.empire.internal`).
+    pub url: String,
+    /// What serves it, for `<url> deployed to <via>` (`the internal load balancer`).
+    pub via: String,
 }

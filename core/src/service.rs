@@ -21,7 +21,8 @@ use crate::pipeline::{
 use crate::progress::Progress;
 use crate::release::{ConfigVars, Release};
 use crate::scheduler::{
-    LogLine, LogOptions, OneOffSpec, ProcessInstance, RestartTarget, RunIo, RunOutcome, Scheduler,
+    DeploySpec, LogLine, LogOptions, OneOffSpec, ProcessInstance, RestartTarget, RunIo, RunOutcome,
+    Scheduler,
 };
 use crate::store::Store;
 use crate::user::{ApiToken, SshKey, User};
@@ -536,6 +537,7 @@ impl Platform {
             formation.push(entry.clone());
         }
         let spec = deploy_spec(&release, &formation)?;
+        refuse_scaling_non_services(&spec, requests)?;
         self.scheduler.scale(&spec, &progress).await?;
         self.store.set_formation(app, &changed).await?;
         let summary: Vec<String> = changed
@@ -623,7 +625,7 @@ impl Platform {
             .ok_or_else(|| Error::Conflict(format!("{app} has no release to run a command in")))?;
         let release = self.store.release(app, version).await?;
         let formation = self.store.formation(app).await?;
-        let spec = OneOffSpec {
+        let mut spec = OneOffSpec {
             app: app.clone(),
             release: version,
             image: release.image.clone().unwrap_or_default(),
@@ -632,6 +634,28 @@ impl Platform {
             size: size.unwrap_or_else(|| size_of(&formation, "run")),
             tty,
         };
+        // `run console --verbose` runs the `console` process type's command with the
+        // arguments after it, its environment and (unless given) its size, as Empire did.
+        let (first, rest) = command
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .unwrap_or((command.trim(), ""));
+        let named = deploy_spec(&release, &formation)
+            .ok()
+            .and_then(|deploy| deploy.processes.into_iter().find(|p| p.name == first))
+            .filter(|process| process.command.is_some());
+        if let Some(process) = named {
+            let own = process.command.unwrap_or_default();
+            spec.command = if rest.trim().is_empty() {
+                own
+            } else {
+                format!("{own} {}", rest.trim())
+            };
+            spec.config.extend(process.environment);
+            if size.is_none() {
+                spec.size = process.size;
+            }
+        }
         self.event(
             actor,
             Some(app),
@@ -849,6 +873,39 @@ fn target_name(target: &RestartTarget) -> String {
         RestartTarget::Process(p) => p.clone(),
         RestartTarget::Instance(p, n) => format!("{p}.{n}"),
     }
+}
+
+/// Refuses a count above zero for a process type that runs no service: a `cron` type
+/// runs as one-off processes on its schedule, a `noservice` type only through `run`.
+/// Their size may still be set.
+fn refuse_scaling_non_services(spec: &DeploySpec, requests: &[ScaleRequest]) -> Result<()> {
+    for request in requests
+        .iter()
+        .filter(|r| r.quantity.is_some_and(|q| q > 0))
+    {
+        let Some(process) = spec.processes.iter().find(|p| p.name == request.process) else {
+            continue;
+        };
+        if let Some(schedule) = &process.cron {
+            return Err(Error::invalid(
+                "scale",
+                format!(
+                    "{} runs on its schedule \"{schedule}\" as one-off processes; it cannot be scaled",
+                    process.name
+                ),
+            ));
+        }
+        if process.noservice {
+            return Err(Error::invalid(
+                "scale",
+                format!(
+                    "{} is a noservice process type: start it with run {}",
+                    process.name, process.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

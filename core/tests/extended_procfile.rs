@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use empire_core::app::AppName;
 use empire_core::build::{BuildRequest, BuiltImage, ImageBuilder};
+use empire_core::formation::ScaleRequest;
 use empire_core::formation::{ProcessFormation, ProcessSize};
 use empire_core::pipeline::{
-    DeployPipeline, DeployRequest, DeploySource, Pipeline, PipelineConfig, deploy_spec,
+    DeployPipeline, DeployRequest, DeploySource, Pipeline, PipelineConfig, PushOrigin, deploy_spec,
 };
 use empire_core::progress::{Progress, ProgressSink};
 use empire_core::release::ReleaseStatus;
@@ -18,7 +19,9 @@ use empire_core::scheduler::{
     DeploySpec, LogLine, LogOptions, OneOffSpec, PortMapping, ProcessInstance, ProcessSpec,
     RestartTarget, RunIo, RunOutcome, Scheduler,
 };
+use empire_core::service::{AppData, Platform};
 use empire_core::store::{SqliteStore, Store};
+use empire_core::user::User;
 use empire_core::{Error, Result};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -121,42 +124,12 @@ fn process<'a>(spec: &'a DeploySpec, name: &str) -> &'a ProcessSpec {
 
 #[tokio::test]
 async fn a_push_with_an_extended_procfile_fills_every_process_setting() {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
-    store.create_user("alice", false).await.unwrap();
-    let app = AppName::new("shop").unwrap();
-    store.create_app(&app, "alice").await.unwrap();
-    let scheduler = Arc::new(Recorder::default());
-    let pipeline = DeployPipeline::new(
-        store.clone(),
-        Arc::new(Builder),
-        scheduler.clone(),
-        PipelineConfig {
-            gateway_id: "gw-test".into(),
-            ..PipelineConfig::default()
-        },
-    );
-    let request = DeployRequest {
-        app: app.clone(),
-        user: "alice".into(),
-        source: DeploySource::Push {
-            repo_path: "/nonexistent".into(),
-            object_dirs: vec![],
-            commit: "abc1234".into(),
-            reference: "refs/heads/main".into(),
-        },
-        no_cache: false,
-        message: None,
-        turn: None,
-    };
-    let outcome = pipeline
-        .deploy(
-            request,
-            Progress::new(Arc::new(Nowhere)),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(outcome.release, 1);
+    let Pushed {
+        store,
+        scheduler,
+        app,
+        ..
+    } = pushed().await;
 
     // The release keeps name → command, as the API shows it.
     let release = store.release(&app, 1).await.unwrap();
@@ -319,4 +292,136 @@ fn a_stored_procfile_that_no_longer_parses_is_an_error_naming_the_release() {
         err.to_string().contains("release v3: Procfile line 1"),
         "{err}"
     );
+}
+
+struct NoAppData;
+
+#[async_trait]
+impl AppData for NoAppData {
+    async fn remove(&self, _app: &AppName) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A platform over an app whose one release was pushed with [`PROCFILE`].
+struct Pushed {
+    platform: Platform,
+    store: Arc<dyn Store>,
+    scheduler: Arc<Recorder>,
+    alice: User,
+    app: AppName,
+}
+
+async fn pushed() -> Pushed {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let alice = store.create_user("alice", false).await.unwrap();
+    let app = AppName::new("shop").unwrap();
+    store.create_app(&app, "alice").await.unwrap();
+    let scheduler = Arc::new(Recorder::default());
+    let pipeline = Arc::new(DeployPipeline::new(
+        store.clone(),
+        Arc::new(Builder),
+        scheduler.clone(),
+        PipelineConfig {
+            gateway_id: "gw-test".into(),
+            ..PipelineConfig::default()
+        },
+    ));
+    let request = DeployRequest {
+        app: app.clone(),
+        user: "alice".into(),
+        source: DeploySource::Push {
+            repo_path: "/nonexistent".into(),
+            object_dirs: vec![],
+            commit: "abc1234".into(),
+            reference: "refs/heads/main".into(),
+            origin: PushOrigin::Git,
+        },
+        no_cache: false,
+        message: None,
+        turn: None,
+    };
+    pipeline
+        .deploy(
+            request,
+            Progress::new(Arc::new(Nowhere)),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let platform = Platform::new(
+        store.clone(),
+        scheduler.clone(),
+        pipeline,
+        Arc::new(NoAppData),
+    );
+    Pushed {
+        platform,
+        store,
+        scheduler,
+        alice,
+        app,
+    }
+}
+
+#[tokio::test]
+async fn cron_and_noservice_types_refuse_a_count_but_take_a_size() {
+    let Pushed {
+        platform,
+        store,
+        alice,
+        app,
+        ..
+    } = pushed().await;
+    let scale = |text: &str| {
+        let requests = [ScaleRequest::parse(text).unwrap()];
+        let platform = &platform;
+        let (alice, app) = (&alice, &app);
+        async move {
+            platform
+                .scale(alice, app, &requests, Progress::null())
+                .await
+        }
+    };
+
+    let err = scale("clock=1").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid scale: clock runs on its schedule \"*/5 * * * *\" as one-off processes; it cannot be scaled"
+    );
+    let err = scale("console=2").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("console is a noservice process type: start it with run console"),
+        "{err}"
+    );
+    assert!(
+        store.formation(&app).await.unwrap().is_empty(),
+        "nothing applied"
+    );
+
+    let formation = scale("clock=0:2X").await.unwrap();
+    assert_eq!(
+        (formation[0].quantity, formation[0].size),
+        (0, ProcessSize::X2)
+    );
+    scale("worker=2").await.unwrap();
+}
+
+#[tokio::test]
+async fn running_a_process_type_runs_its_command_with_its_environment() {
+    let w = pushed().await;
+    let run = |command: &'static str| w.platform.run(&w.alice, &w.app, command, false, None, None);
+    run("clock --once").await.unwrap();
+    run("console").await.unwrap();
+    run("echo clock").await.unwrap();
+    let ran = w.scheduler.ran.lock().unwrap().clone();
+    // The first one-off was the release phase of the push.
+    let commands: Vec<&str> = ran[1..].iter().map(|r| r.command.as_str()).collect();
+    assert_eq!(commands, ["echo tick --once", "sh", "echo clock"]);
+    assert_eq!(
+        ran[1].config.get("GREETING").map(String::as_str),
+        Some("from the clock")
+    );
+    assert_eq!(ran[3].config.get("GREETING"), None);
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use empire_core::app::AppName;
 use empire_core::build::{BuildRequest, BuiltImage, ImageBuilder};
 use empire_core::pipeline::{
-    DeployPipeline, DeployRequest, DeploySource, Pipeline, PipelineConfig,
+    DeployPipeline, DeployRequest, DeploySource, Pipeline, PipelineConfig, PushOrigin,
 };
 use empire_core::progress::{Progress, ProgressSink};
 use empire_core::release::ReleaseStatus;
@@ -176,6 +176,7 @@ fn push(app: &AppName, commit: &str) -> DeployRequest {
             object_dirs: vec![],
             commit: commit.into(),
             reference: "refs/heads/main".into(),
+            origin: PushOrigin::Git,
         },
         no_cache: false,
         message: None,

@@ -193,6 +193,18 @@ async fn a_deploy_creates_everything_and_an_unchanged_redeploy_changes_nothing()
         assert_eq!(env["EMPTY"], "");
         assert_eq!(json["cpu"], "256");
         assert_eq!(json["memory"], "512");
+        // The container health check only where the Procfile sets `healthcheck`.
+        if json["family"] == format!("{app}_web") {
+            assert_eq!(container["healthCheck"]["command"][0], "CMD-SHELL");
+            let script = container["healthCheck"]["command"][1].as_str().unwrap();
+            assert!(
+                script
+                    .starts_with("busybox wget -q -S -O /dev/null 'http://127.0.0.1:5000/health'"),
+                "{script}"
+            );
+        } else {
+            assert!(container.get("healthCheck").is_none(), "{container}");
+        }
     }
 
     // Services: web and worker only, with the deployment settings.
@@ -323,6 +335,7 @@ async fn a_deploy_creates_everything_and_an_unchanged_redeploy_changes_nothing()
         "an unchanged redeploy changed {changes:?}"
     );
     assert!(lines.contains("v1 is deployed already: nothing to change"));
+    account.remove().await;
 }
 
 #[tokio::test]
@@ -437,6 +450,7 @@ async fn scale_a_new_release_and_a_rollback() {
         serde_json::from_str(bodies(&calls, "UpdateService")[0]).unwrap();
     assert_eq!(update["forceNewDeployment"], true);
     assert!(lines.contains("web: restarting the service"));
+    account.remove().await;
 }
 
 #[tokio::test]
@@ -478,6 +492,7 @@ async fn custom_domains_get_rules_and_records() {
     assert!(records(&account, &account.public_zone).await.is_empty());
     scheduler.set_domains(&app, &[]).await.unwrap();
     assert!(rules(&account, &external).await.is_empty());
+    account.remove().await;
 }
 
 #[tokio::test]
@@ -593,6 +608,7 @@ async fn run_detached_ps_and_logs() {
         .expect("a followed line arrives")
         .unwrap();
     assert_eq!(next.text, "third line");
+    account.remove().await;
 }
 
 #[tokio::test]
@@ -658,6 +674,7 @@ async fn remove_app_leaves_nothing() {
     assert!(active.task_definition_arns().is_empty(), "{active:?}");
     // Removing it again is fine.
     scheduler.remove_app(&app).await.unwrap();
+    account.remove().await;
 }
 
 #[tokio::test]
@@ -684,6 +701,7 @@ async fn missing_settings_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("listener"), "{err}");
+    account.remove().await;
 }
 
 #[tokio::test]
@@ -724,6 +742,7 @@ async fn an_attached_run_uses_the_local_docker_engine() {
         .await
         .unwrap();
     assert_eq!(text.trim(), "hi from config");
+    account.remove().await;
 }
 
 /// moto never starts tasks and keeps a service's first deployment PRIMARY: with the
@@ -815,8 +834,14 @@ async fn remove_release_deletes_its_parameters_and_task_definitions() {
     let account = Account::create(LaunchType::Fargate).await;
     let (scheduler, _proxy) = scheduler(&account).await;
     let app = app();
-    scheduler.deploy(&spec(&app, 1), &Progress::null()).await.unwrap();
-    scheduler.deploy(&spec(&app, 2), &Progress::null()).await.unwrap();
+    scheduler
+        .deploy(&spec(&app, 1), &Progress::null())
+        .await
+        .unwrap();
+    scheduler
+        .deploy(&spec(&app, 2), &Progress::null())
+        .await
+        .unwrap();
     scheduler.remove_release(&app, 1).await.unwrap();
     let params = parameters(&account, &app).await;
     assert_eq!(
@@ -854,4 +879,42 @@ async fn remove_release_deletes_its_parameters_and_task_definitions() {
         described.task_definition().unwrap().status(),
         Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Active)
     );
+    account.remove().await;
+}
+
+/// Straight at moto, whose RunTask and DescribeTasks answers the SDK cannot read (the
+/// containers' `cpu` as a number): `run --detach` finds its task by its unique
+/// `startedBy`, `ps` falls back to the task listings, and `destroy` still removes
+/// everything.
+#[tokio::test]
+async fn detached_runs_survive_unreadable_task_answers() {
+    let account = Account::create(LaunchType::Fargate).await;
+    let clients = Clients::new(&sdk_config(&account.moto).await);
+    let scheduler = EcsScheduler::with_clients(account.config.clone(), clients, Some("us-east-1"))
+        .await
+        .unwrap();
+    let app = app();
+    scheduler
+        .deploy(&spec(&app, 1), &Progress::null())
+        .await
+        .unwrap();
+    let oneoff = OneOffSpec {
+        app: app.clone(),
+        release: 1,
+        image: spec(&app, 1).image,
+        config: spec(&app, 1).config,
+        command: "echo hi".into(),
+        size: Default::default(),
+        tty: false,
+    };
+    let RunOutcome::Detached { name, id } = scheduler.run(&oneoff, None).await.unwrap() else {
+        panic!("not detached")
+    };
+    assert_eq!(name, format!("run.{}", &id[..8]));
+    let ps = scheduler.processes(&app).await.unwrap();
+    assert!(ps.iter().any(|p| p.name == name), "{ps:#?}");
+    scheduler.remove_app(&app).await.unwrap();
+    assert!(service(&account, &format!("{app}_web")).await.is_none());
+    assert!(parameters(&account, &app).await.is_empty());
+    account.remove().await;
 }

@@ -78,7 +78,7 @@ async fn bench_ecs_calls() {
         .await
         .unwrap();
 
-    println!("## AWS calls per deploy\n");
+    println!("\n## AWS calls per deploy\n");
     println!("| process types | deploy | calls | of which change something | by kind |");
     println!("| --- | --- | --- | --- | --- |");
     for n in [1usize, 5, 20] {

@@ -112,6 +112,9 @@ pub struct ServerArgs {
     /// An access token to fetch connected `https://` repositories with.
     #[arg(long, env = "EMPIRE_GIT_HTTPS_TOKEN", hide_env_values = true)]
     pub git_https_token: Option<String>,
+    /// The `ecs` scheduler's settings (`--scheduler ecs`).
+    #[command(flatten)]
+    pub ecs: crate::ecs_settings::EcsArgs,
 }
 
 /// The `--config` file.
@@ -145,6 +148,8 @@ struct FileConfig {
     public_url: Option<String>,
     webhook_max_body: Option<String>,
     git_https_token: Option<String>,
+    /// The `[ecs]` table (`--scheduler ecs`).
+    ecs: Option<crate::ecs_settings::EcsFileConfig>,
 }
 
 /// Which scheduler backend runs releases.
@@ -152,6 +157,8 @@ struct FileConfig {
 pub enum SchedulerKind {
     /// Containers on the local Docker engine behind the built-in router.
     Docker,
+    /// ECS services behind load balancers (`ServerSettings::ecs` holds the settings).
+    Ecs,
 }
 
 /// Fully resolved server settings.
@@ -187,6 +194,8 @@ pub struct ServerSettings {
     pub webhook_max_body: usize,
     /// The token connected `https://` repositories are fetched with.
     pub git_https_token: Option<String>,
+    /// The `ecs` scheduler's settings, checked (with `--scheduler ecs`).
+    pub ecs: Option<empire_deployer::EcsConfig>,
 }
 
 /// How registry credentials are obtained.
@@ -323,10 +332,16 @@ impl ServerSettings {
             .unwrap_or("docker")
         {
             "docker" => SchedulerKind::Docker,
-            other => bail!("unknown scheduler {other:?}: expected \"docker\""),
+            "ecs" => SchedulerKind::Ecs,
+            other => bail!("unknown scheduler {other:?}: expected \"docker\" or \"ecs\""),
+        };
+        let ecs = match scheduler {
+            SchedulerKind::Ecs => Some(crate::ecs_settings::resolve(args.ecs.clone(), file.ecs)?),
+            SchedulerKind::Docker => None,
         };
         let addr = |s: &str| s.parse::<SocketAddr>().expect("valid default address");
         Ok(ServerSettings {
+            ecs,
             host_key: args
                 .host_key
                 .or(file.host_key)
@@ -625,6 +640,71 @@ mod tests {
         };
         let err = ServerSettings::resolve(&defaults, zero).unwrap_err();
         assert!(err.to_string().contains("--webhook-attempts"), "{err}");
+    }
+
+    #[test]
+    fn resolves_incoming_webhook_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empire.toml");
+        std::fs::write(
+            &file,
+            "webhook_max_body = \"2m\"\npublic_url = \"https://empire.example.com/\"\n\
+             git_https_token = \"from-file\"\n",
+        )
+        .unwrap();
+        let global = GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: Some(file),
+            database_url: None,
+        };
+        let settings = ServerSettings::resolve(&global, ServerArgs::default()).unwrap();
+        assert_eq!(settings.webhook_max_body, 2 * 1024 * 1024);
+        assert_eq!(settings.public_url, "https://empire.example.com");
+        assert_eq!(settings.git_https_token.as_deref(), Some("from-file"));
+        let flags = ServerArgs {
+            webhook_max_body: Some("512k".into()),
+            git_https_token: Some("from-flag".into()),
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::resolve(&global, flags).unwrap();
+        assert_eq!(settings.webhook_max_body, 512 * 1024);
+        assert_eq!(settings.git_https_token.as_deref(), Some("from-flag"));
+
+        // Defaults: 1 MiB, and the HTTP listener's address (loopback for a wildcard).
+        let bare = GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: None,
+            database_url: None,
+        };
+        let settings = ServerSettings::resolve(&bare, ServerArgs::default()).unwrap();
+        assert_eq!(settings.webhook_max_body, 1024 * 1024);
+        assert_eq!(settings.public_url, "http://localhost:8080");
+        assert_eq!(settings.git_https_token, None);
+        let listen = ServerArgs {
+            http_listen: Some("127.0.0.1:9999".parse().unwrap()),
+            ..ServerArgs::default()
+        };
+        let settings = ServerSettings::resolve(&bare, listen).unwrap();
+        assert_eq!(settings.public_url, "http://127.0.0.1:9999");
+        assert_eq!(byte_size("x", Some("4096"), 1).unwrap(), 4096);
+        assert_eq!(byte_size("x", Some("1MiB"), 1).unwrap(), 1024 * 1024);
+        for bad in ["", "0", "1g", "-1", "k"] {
+            let args = ServerArgs {
+                webhook_max_body: Some(bad.into()),
+                ..ServerArgs::default()
+            };
+            let err = ServerSettings::resolve(&bare, args).unwrap_err();
+            assert!(
+                err.to_string().contains("--webhook-max-body"),
+                "{bad:?}: {err}"
+            );
+        }
+        let args = ServerArgs {
+            public_url: Some("empire.example.com".into()),
+            ..ServerArgs::default()
+        };
+        let err = ServerSettings::resolve(&bare, args).unwrap_err();
+        assert!(err.to_string().contains("--public-url"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod cli;
 mod config;
+mod ecs_settings;
 mod http;
 mod outgoing;
 mod server;

@@ -61,6 +61,9 @@ pub async fn run(global: &GlobalArgs, args: ServerArgs) -> Result<()> {
         .await
         .map(Arc::new)
         .context("connecting to the Docker engine (is dockerd running? DOCKER_HOST?)")?,
+        SchedulerKind::Ecs => {
+            ecs_scheduler(&settings, router.clone(), &gateway_id, &registry).await?
+        }
     };
     let builder = DockerBuilder::connect()
         .await
@@ -378,4 +381,40 @@ fn print_banner(settings: &ServerSettings, host_fingerprint: &str) {
     );
     println!("Then push:     git remote add empire ssh://git@localhost:{ssh_port}/<app>.git");
     println!("               git push empire main");
+}
+
+/// `--scheduler ecs`: ECS services for releases; attached one-off processes still run
+/// on this gateway's Docker engine (with the registry login to pull the release image).
+async fn ecs_scheduler(
+    settings: &ServerSettings,
+    router: Arc<Router>,
+    gateway_id: &str,
+    registry: &Option<Registry>,
+) -> Result<Arc<dyn Scheduler>> {
+    let Some(config) = settings.ecs.clone() else {
+        anyhow::bail!("--scheduler ecs: the ECS settings are missing");
+    };
+    if registry.is_none() {
+        anyhow::bail!(
+            "--scheduler ecs needs --registry: ECS pulls release images from a registry (ECR)"
+        );
+    }
+    let local = DockerScheduler::connect(
+        router,
+        DockerSchedulerOptions {
+            apps_domain: settings.apps_domain.clone(),
+            namespace: gateway_id.to_string(),
+            registry: registry
+                .clone()
+                .map(|r| Arc::new(PullFrom(r)) as Arc<dyn ImageRegistry>),
+            ..DockerSchedulerOptions::default()
+        },
+    )
+    .await
+    .context("connecting to the Docker engine for attached runs (is dockerd running?)")?;
+    let scheduler = empire_deployer::ecs::EcsScheduler::connect(config)
+        .await
+        .context("setting up the ecs scheduler")?
+        .with_local_runner(Arc::new(local));
+    Ok(Arc::new(scheduler))
 }

@@ -418,3 +418,63 @@ fn ssh_urls_get_a_deploy_key_and_a_generated_secret() {
         .send();
     assert_eq!(answer.status, 403, "{}", answer.text());
 }
+
+/// A build still running when its gateway stops is failed when the gateway starts again
+/// (not left `running` for ever), and the app takes webhooks again.
+#[test]
+fn a_build_interrupted_by_a_restart_is_failed() {
+    let mut gw = Gateway::builder().arg("--drain-timeout").arg("1s").start();
+    let token = user_token(&gw, "alice");
+    let app = unique_app("restarted");
+    // A "git host" that takes the connection and never answers: the fetch hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(4).flatten() {
+            open.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+        drop(open);
+    });
+    {
+        let api = Api::new(&gw);
+        api.call("POST", "/apps")
+            .token(&token)
+            .json(json!({ "name": app }))
+            .send();
+        let connected = api
+            .call("PUT", &format!("/apps/{app}/connection"))
+            .token(&token)
+            .json(json!({ "repo": format!("http://127.0.0.1:{port}/x.git"), "secret": SECRET }))
+            .send();
+        assert_eq!(connected.status, 200, "{}", connected.text());
+        let push = github_push("refs/heads/main", COMMIT);
+        let queued = github(&api, &app, "push", "r-1", &push, Some(SECRET));
+        assert_eq!(queued.status, 202, "{}", queued.text());
+        let id = queued.json()["build_id"].as_i64().unwrap();
+        let path = format!("/apps/{app}/builds/{id}");
+        assert!(wait_until(Duration::from_secs(20), || {
+            api.call("GET", &path).token(&token).send().json()["status"] == "running"
+        }));
+    }
+    gw.restart();
+    let api = Api::new(&gw);
+    let list = builds(&api, &token, &app);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"], "failed", "{list:?}");
+    assert_eq!(list[0]["failure"], "interrupted by a gateway restart");
+    // Its delivery stays handled.
+    ignored(
+        &github(
+            &api,
+            &app,
+            "push",
+            "r-1",
+            &github_push("refs/heads/main", COMMIT),
+            Some(SECRET),
+        ),
+        "already handled",
+    );
+    drop(held);
+}

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use empire_core::app::AppName;
-use empire_core::pipeline::{DeployRequest, DeploySource, Pipeline};
+use empire_core::pipeline::{DeployRequest, DeploySource, Pipeline, PushOrigin};
 use empire_core::progress::{Progress, ProgressSink};
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -634,6 +634,7 @@ impl HookServer {
                 object_dirs: request.object_dirs.clone(),
                 commit: update.new.clone(),
                 reference: update.reference.clone(),
+                origin: PushOrigin::Git,
             },
             no_cache,
             message,

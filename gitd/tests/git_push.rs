@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use empire_core::app::AppName;
-use empire_core::pipeline::{DeployOutcome, DeployRequest, DeploySource, Pipeline};
+use empire_core::pipeline::{DeployOutcome, DeployRequest, DeploySource, Pipeline, PushOrigin};
 use empire_core::progress::Progress;
 use empire_core::store::{SqliteStore, Store};
 use empire_gitd::hook::{self, HookServer};
@@ -398,11 +398,13 @@ async fn a_push_to_main_reaches_the_pipeline_and_streams_its_output() {
         object_dirs,
         commit: pushed,
         reference,
+        origin,
     } = &request.source
     else {
         panic!("{request:?}")
     };
     assert_eq!(pushed, &commit);
+    assert_eq!(*origin, PushOrigin::Git);
     assert_eq!(reference, "refs/heads/main");
     assert_eq!(repo_path, &gw.repos.join("web.git").canonicalize().unwrap());
     assert!(!object_dirs.is_empty());

@@ -3,14 +3,17 @@
 //! whose local image was removed but is in the registry, and a rollback to a release
 //! whose image was pruned and is in no registry.
 //!
-//! The registry tests need `export EMPIRE_TEST_REGISTRY=$(scripts/registry.sh 5000)`, as
-//! scripts/test.sh does.
+//! The registry tests need what scripts/test.sh exports:
+//! `EMPIRE_TEST_REGISTRY=$(scripts/registry.sh 5000)`,
+//! `EMPIRE_TEST_REGISTRY_BASIC=$(scripts/registry.sh 5001 --htpasswd empire:secret)` and
+//! `EMPIRE_TEST_AWS_ENDPOINT=$(scripts/moto.sh 5555)`.
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use empire_e2e::{
-    AppRepo, Gateway, docker, docker_lines, empire_bin, running_containers, unique_app,
+    AppRepo, Gateway, GatewayBuilder, docker, docker_lines, empire_bin, running_containers,
+    unique_app,
 };
 
 const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +137,26 @@ fn a_rollback_pulls_from_a_basic_auth_registry_with_the_builders_login() {
     );
 }
 
+#[test]
+fn an_ecr_named_registry_reached_through_the_endpoint_deploys_and_pulls_back() {
+    // moto serves ECR's API (the token, the repository) but no registry: the images go
+    // to the local registry through --registry-endpoint, under the ECR registry's name.
+    let registry = registry_from("EMPIRE_TEST_REGISTRY", "scripts/registry.sh 5000");
+    let aws = registry_from("EMPIRE_TEST_AWS_ENDPOINT", "scripts/moto.sh 5555");
+    let gateway = Gateway::builder()
+        .arg("--registry-auth")
+        .arg("ecr")
+        .env("AWS_ENDPOINT_URL", &aws)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1");
+    named_registry_round_trip(
+        gateway,
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        &registry,
+    );
+}
+
 /// A gateway with `--registry localhost:<port>/<prefix> --registry-endpoint
 /// 127.0.0.1:<port>` (and `auth`): a push deploys the image the release records under
 /// the registry's name, and a rollback to a release whose local image was removed pulls
@@ -144,17 +167,24 @@ fn pushes_through_the_endpoint_and_pulls_back(registry: &str, auth: &[&str]) {
         .and_then(|(_, port)| port.parse().ok())
         .expect("the registry is HOST:PORT");
     // The registry's name is `localhost:<port>`; the engine reaches it as 127.0.0.1.
-    let prefix = unique_app("e2e-regname");
     let name = format!("localhost:{port}");
-    let mut gw = Gateway::builder()
-        .arg("--registry")
-        .arg(&format!("{name}/{prefix}"))
-        .arg("--registry-endpoint")
-        .arg(registry);
+    let mut gw = Gateway::builder();
     for arg in auth {
         gw = gw.arg(arg);
     }
-    let gw = gw.start();
+    named_registry_round_trip(gw, &name, registry);
+}
+
+/// `gateway` started with `--registry <name>/<prefix> --registry-endpoint <endpoint>`:
+/// see [`pushes_through_the_endpoint_and_pulls_back`].
+fn named_registry_round_trip(gateway: GatewayBuilder, name: &str, registry: &str) {
+    let prefix = unique_app("e2e-regname");
+    let gw = gateway
+        .arg("--registry")
+        .arg(&format!("{name}/{prefix}"))
+        .arg("--registry-endpoint")
+        .arg(registry)
+        .start();
     let dev = gw.developer("alice");
     let app = unique_app("regname");
     let repo = gw.app_repo(&dev, "web-httpd", &app);

@@ -231,6 +231,19 @@ fn build_status(dev: &Developer, app: &str, id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until build `id` is `status` (whatever it ended as otherwise).
+fn wait_build_status(dev: &Developer, app: &str, id: &str, status: &str) {
+    let mut last = String::new();
+    assert!(
+        wait_until(DEPLOY_TIMEOUT, || {
+            last = build_status(dev, app, id);
+            last == status
+        }),
+        "build {id} of {app} is {last:?}, not {status}: {}",
+        ssh_ok(dev, &format!("builds:logs {app} {id}"))
+    );
+}
+
 fn wait_build(dev: &Developer, app: &str, id: &str, status: &str) {
     let mut last = String::new();
     assert!(
@@ -288,7 +301,18 @@ fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_l
         SECRET,
     );
     let id = build_id(&answer);
-    wait_build(&dev, &app, &id, "succeeded");
+    // Followed from the start over SSH, the log streams until the build ends.
+    let followed = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| ssh_ok(&dev, &format!("builds:logs {app} {id} -f")));
+        wait_build(&dev, &app, &id, "succeeded");
+        follower.join().unwrap()
+    });
+    assert!(followed.contains("Fetching"), "{followed}");
+    assert!(followed.contains("Released v1"), "{followed}");
+    assert!(
+        followed.contains("Status:") && followed.contains("succeeded"),
+        "{followed}"
+    );
     gw.wait_for_body(&app, "from github", Duration::from_secs(30));
     let info = release_info(&dev, &app, 1);
     assert!(info.contains(&first), "{info}");
@@ -383,6 +407,23 @@ fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_l
     gw.wait_for_body(&app, "from gitea", Duration::from_secs(5));
     assert!(!ssh_ok(&dev, &format!("releases {app}")).contains("v4"));
 
+    // The CLI, a client of the API.
+    let token = gw.empire(&["tokens", "create", "alice"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(empire_bin())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("EMPIRE_URL", format!("http://127.0.0.1:{}", gw.http_port()))
+            .env("EMPIRE_API_TOKEN", &token)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
     // Quick pushes: the first runs, the second waits and is replaced by the third, which
     // deploys after the first.
     let a = push_to_host(&repo, "quick a", "main");
@@ -409,7 +450,20 @@ fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_l
         Push("refs/heads/main", &c, "octocat", "q-c"),
         SECRET,
     ));
-    wait_build(&dev, &app, &id_c, "succeeded");
+    // The CLI follows the waiting build's log through the API until it ends.
+    let log = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| cli(&["builds:logs", "-a", &app, &id_c, "--follow"]));
+        wait_build(&dev, &app, &id_c, "succeeded");
+        follower.join().unwrap()
+    });
+    assert!(log.status.success(), "{}", text(&log));
+    let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert!(log.contains(&format!("Build {id_c} of {app}")), "{log}");
+    assert!(log.contains("Released v5"), "{log}");
+    assert!(
+        log.contains(&format!("Build {id_c} succeeded: v5")),
+        "{log}"
+    );
     gw.wait_for_body(&app, "quick c", Duration::from_secs(30));
     assert_eq!(build_status(&dev, &app, &id_a), "succeeded");
     assert_eq!(build_status(&dev, &app, &id_b), "superseded");
@@ -430,21 +484,6 @@ fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_l
     );
 
     // The CLI lists the same builds through the API.
-    let token = gw.empire(&["tokens", "create", "alice"]);
-    assert!(token.status.success(), "{}", text(&token));
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let home = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str]| {
-        Command::new(empire_bin())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("EMPIRE_URL", format!("http://127.0.0.1:{}", gw.http_port()))
-            .env("EMPIRE_API_TOKEN", &token)
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let listed = cli(&["builds", "-a", &app]);
     assert!(listed.status.success(), "{}", text(&listed));
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
@@ -453,14 +492,12 @@ fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_l
         listed.contains("superseded") && listed.contains("octocat (github)"),
         "{listed}"
     );
-    let log = cli(&["builds:logs", "-a", &app, &id_c, "--follow"]);
+    // Unfollowed, the newest build's log as it is.
+    let log = cli(&["builds:logs", "-a", &app]);
     assert!(log.status.success(), "{}", text(&log));
     let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert!(log.contains(&format!("Build {id_c} of {app}")), "{log}");
     assert!(log.contains("Released v5"), "{log}");
-    assert!(
-        log.contains(&format!("Build {id_c} succeeded: v5")),
-        "{log}"
-    );
 
     // Disconnected, its hooks are refused.
     let out = ssh_ok(&dev, &format!("apps:disconnect {app}"));
@@ -473,4 +510,72 @@ fn signed_pushes_from_three_hosts_deploy_the_pushed_commit_once_and_the_newest_l
         SECRET,
     );
     assert_eq!(answer.0, 404, "{}", answer.1);
+}
+
+/// An SSH clone URL is fetched with the deploy key `apps:connect` made: here the git host
+/// is the gateway's own SSH server, where the key belongs to a user who may read the
+/// source app.
+#[test]
+fn ssh_repositories_are_fetched_with_the_deploy_key() {
+    let gw = Gateway::start();
+    let dev = gw.developer("alice");
+    let source = unique_app("src");
+    let target = unique_app("dst");
+    gw.track_app(&target);
+    let repo = gw.app_repo(&dev, "web-httpd", &source);
+    repo.write("index.html", "fetched over ssh\n");
+    let commit = repo.commit("over ssh");
+    repo.push().assert_success();
+    ssh_ok(&dev, &format!("create {target}"));
+
+    let url = format!("ssh://git@127.0.0.1:{}/{source}.git", gw.ssh_port());
+    let connected = ssh_ok(
+        &dev,
+        &format!("apps:connect {target} --repo {url} --secret {SECRET}"),
+    );
+    let key = connected
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .unwrap_or_else(|| panic!("no deploy key in {connected}"))
+        .to_string();
+    assert!(
+        key.ends_with(&format!("empire deploy key for {target}")),
+        "{key}"
+    );
+
+    // Without the key on the host, the fetch is refused and the build fails.
+    let id = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &target,
+        Push("refs/heads/main", &commit, "octocat", "ssh-1"),
+        SECRET,
+    ));
+    wait_build_status(&dev, &target, &id, "failed");
+    let log = ssh_ok(&dev, &format!("builds:logs {target} {id}"));
+    assert!(
+        log.contains(&format!("cannot fetch {commit} from {url}")),
+        "{log}"
+    );
+    assert!(log.contains("Permission denied"), "{log}");
+
+    // The host takes the key (read access to the source app), and the next push deploys.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deploy.pub");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    let added = gw.empire(&["keys", "add", "deploybot", file.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", text(&added));
+    ssh_ok(&dev, &format!("access:add {source} deploybot"));
+    let id = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &target,
+        Push("refs/heads/main", &commit, "octocat", "ssh-2"),
+        SECRET,
+    ));
+    wait_build(&dev, &target, &id, "succeeded");
+    gw.wait_for_body(&target, "fetched over ssh", Duration::from_secs(30));
+    let info = release_info(&dev, &target, 1);
+    assert!(info.contains(&commit), "{info}");
 }

@@ -509,6 +509,22 @@ fn require_message_refuses_a_push_without_one() {
         releases[0]["description"], "ship the login fix",
         "{releases}"
     );
+
+    // An image deploy through the API needs one too.
+    let refused = cli.run(&["deploy", "-a", &app, "empire/busybox:latest"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("a deploy message is required: empire deploy -m"),
+        "{stderr}"
+    );
+    assert_eq!(
+        cli.json(&["releases", "-a", &app])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// `ssh … <command>`; answers (success, stdout, stderr).

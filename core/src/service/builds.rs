@@ -13,15 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Platform;
 use crate::app::AppName;
 use crate::error::{Error, Result};
-use crate::pipeline::{DeployRequest, DeploySource, Pipeline};
-use crate::progress::{Progress, ProgressSink};
+use crate::pipeline::{DeployRequest, DeploySource, Pipeline, PushOrigin, short};
+use crate::progress::{BatchedLog, Progress};
 use crate::push_event::{
     Hook, HookHeaders, Provider, RepoTransport, new_deploy_key, new_secret, repo_transport,
     validate_branch,
@@ -202,7 +201,7 @@ impl Builds {
             tracing::info!(%app, build = build.id, %err, "not running a build");
             return;
         }
-        let log = BuildLog::start(self.store.clone(), app.clone(), build.id);
+        let log = build_log(self.store.clone(), app.clone(), build.id);
         let progress = Progress::new(log.sink());
         let result = self.deploy(build, &progress).await;
         if let Err(err) = &result {
@@ -271,6 +270,7 @@ impl Builds {
                 object_dirs: vec![],
                 commit: build.commit.clone(),
                 reference: build.reference.clone(),
+                origin: PushOrigin::Webhook,
             },
             no_cache: false,
             message,
@@ -542,63 +542,14 @@ pub fn webhook_url(base: &str, provider: Provider, app: &AppName) -> String {
     )
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
-}
-
-/// Copies progress lines into a build's log in the store, batching writes on a
-/// background task so the deploy never waits on the store to print a line.
-struct BuildLog {
-    sender: mpsc::UnboundedSender<Option<String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-struct LineSink(mpsc::UnboundedSender<Option<String>>);
-
-impl ProgressSink for LineSink {
-    fn write_line(&self, line: &str) {
-        let _ = self.0.send(Some(line.to_string()));
-    }
-}
-
-impl BuildLog {
-    fn start(store: Arc<dyn Store>, app: AppName, id: i64) -> Self {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<Option<String>>();
-        let task = tokio::spawn(async move {
-            let mut open = true;
-            while open {
-                let Some(first) = receiver.recv().await else {
-                    break;
-                };
-                let mut text = String::new();
-                let mut next = Some(first);
-                while let Some(message) = next {
-                    match message {
-                        Some(line) => {
-                            text.push_str(&line);
-                            text.push('\n');
-                        }
-                        None => open = false,
-                    }
-                    next = if open { receiver.try_recv().ok() } else { None };
-                }
-                if !text.is_empty()
-                    && let Err(err) = store.append_build_log(&app, id, &text).await
-                {
-                    tracing::warn!(%app, build = id, %err, "writing the build log");
-                }
+/// Copies progress lines into a build's log in the store.
+fn build_log(store: Arc<dyn Store>, app: AppName, id: i64) -> BatchedLog {
+    BatchedLog::start(move |text| {
+        let (store, app) = (store.clone(), app.clone());
+        async move {
+            if let Err(err) = store.append_build_log(&app, id, &text).await {
+                tracing::warn!(%app, build = id, %err, "writing the build log");
             }
-        });
-        BuildLog { sender, task }
-    }
-
-    fn sink(&self) -> Arc<dyn ProgressSink> {
-        Arc::new(LineSink(self.sender.clone()))
-    }
-
-    /// Writes what was printed so far and stops.
-    async fn finish(self) {
-        let _ = self.sender.send(None);
-        let _ = self.task.await;
-    }
+        }
+    })
 }

@@ -19,11 +19,11 @@ use tracing::debug;
 use super::config::{EcsConfig, LaunchType, parse_arn};
 use super::error::{EcsError, call};
 use super::plan::{
-    Action, ContainerDefinition, Environment, HostedZone, Listener, LoadBalancer, LogConfiguration,
-    Observed, ObservedFamily, ObservedRule, ObservedSchedule, ObservedService, ObservedTargetGroup,
-    ObservedTaskDefinition, Record, TAG_RELEASE, TargetGroupRef, TaskDefinition, TaskDefinitionRef,
-    family, in_zone, internal_hostname, log_group, normalize_dns, parameters_path, parse_release,
-    process_of, target_group_name,
+    Action, ContainerDefinition, ContainerHealthCheck, Environment, HostedZone, Listener,
+    LoadBalancer, LogConfiguration, Observed, ObservedFamily, ObservedRule, ObservedSchedule,
+    ObservedService, ObservedTargetGroup, ObservedTaskDefinition, Record, TAG_RELEASE,
+    TargetGroupRef, TaskDefinition, TaskDefinitionRef, family, in_zone, internal_hostname,
+    log_group, normalize_dns, parameters_path, parse_release, process_of, target_group_name,
 };
 
 /// How many AWS calls of one phase run at once.
@@ -144,6 +144,11 @@ async fn load_balancer(clients: &Clients, listener_arn: &str) -> Result<LoadBala
             .send()
     })
     .await?;
+    let https = listeners
+        .listeners()
+        .first()
+        .and_then(|l| l.protocol())
+        .is_some_and(|p| *p == aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Https);
     let lb_arn = listeners
         .listeners()
         .first()
@@ -163,6 +168,7 @@ async fn load_balancer(clients: &Clients, listener_arn: &str) -> Result<LoadBala
         .first()
         .ok_or_else(|| EcsError::NotFound(format!("load balancer {lb_arn} not found")))?;
     Ok(LoadBalancer {
+        https,
         listener_arn: listener_arn.to_string(),
         dns_name: lb.dns_name().unwrap_or_default().to_string(),
         zone_id: lb
@@ -819,6 +825,13 @@ pub fn from_task_definition(td: &ecs::TaskDefinition, tags: &[ecs::Tag]) -> Opti
                 .filter_map(|p| p.container_port().and_then(|p| u16::try_from(p).ok()))
                 .collect(),
             log,
+            health_check: container.health_check().map(|h| ContainerHealthCheck {
+                command: h.command().to_vec(),
+                interval_seconds: h.interval().unwrap_or(30),
+                timeout_seconds: h.timeout().unwrap_or(5),
+                retries: h.retries().unwrap_or(3),
+                start_period_seconds: h.start_period().unwrap_or(0),
+            }),
         },
         tags: tags
             .iter()
@@ -889,6 +902,21 @@ pub fn container_definition(
                 .collect(),
         ))
         .log_configuration(log)
+        .set_health_check(
+            c.health_check
+                .as_ref()
+                .map(|h| {
+                    ecs::HealthCheck::builder()
+                        .set_command(Some(h.command.clone()))
+                        .interval(h.interval_seconds)
+                        .timeout(h.timeout_seconds)
+                        .retries(h.retries)
+                        .start_period(h.start_period_seconds)
+                        .build()
+                        .map_err(|e| build_error("health check", e))
+                })
+                .transpose()?,
+        )
         .build())
 }
 

@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::config::http::HttpResponse;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use tracing::debug;
 
 /// Everything the `ecs` backend can fail with.
@@ -18,6 +19,8 @@ pub enum EcsError {
         code: Option<String>,
         /// What AWS said.
         message: String,
+        /// Throttling, a server error or no answer: worth another try.
+        transient: bool,
     },
     /// The settings are not usable; the message names each problem.
     #[error("invalid ecs settings: {0}")]
@@ -46,39 +49,77 @@ impl EcsError {
     }
 
     /// Wraps an SDK error with what the backend was doing.
-    pub fn aws<E, R>(context: impl Into<String>, err: SdkError<E, R>) -> Self
+    pub fn aws<E>(context: impl Into<String>, err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let code = err.code().map(str::to_string);
-        let message = match err.message() {
-            Some(message) => match &code {
-                Some(code) => format!("{code}: {message}"),
-                None => message.to_string(),
-            },
-            None => match &code {
-                Some(code) => code.clone(),
-                None => DisplayErrorContext(&err).to_string(),
-            },
+        let message = match (err.message(), &code) {
+            (Some(message), Some(code)) => format!("{code}: {message}"),
+            (Some(message), None) => message.to_string(),
+            (None, Some(code)) => code.clone(),
+            // No service error: say what went wrong without the raw response.
+            (None, None) => {
+                let what = match &err {
+                    SdkError::ConstructionFailure(_) => "the request could not be built",
+                    SdkError::TimeoutError(_) => "the request timed out",
+                    SdkError::DispatchFailure(_) => "the request could not be sent",
+                    SdkError::ResponseError(_) => UNREADABLE,
+                    _ => "the call failed",
+                };
+                let mut text = what.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                text
+            }
         };
+        let transient = match &err {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                code.as_deref()
+                    .is_some_and(|c| TRANSIENT_CODES.contains(&c))
+                    || status >= 500
+                    || status == 429
+            }
+            _ => false,
+        };
+        let mut message = message;
+        if message.len() > 500 {
+            let mut cut = 500;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
         EcsError::Aws {
             context: context.into(),
             code,
             message,
+            transient,
         }
+    }
+
+    /// Whether AWS answered but the SDK could not read the answer (an emulator that
+    /// strays from the API): the call itself may have taken effect.
+    pub fn is_unreadable_response(&self) -> bool {
+        matches!(self, EcsError::Aws { code: None, message, .. }
+            if message.starts_with(UNREADABLE))
     }
 
     /// Whether the same call may well succeed if made again a little later.
     pub fn is_transient(&self) -> bool {
-        match self {
-            EcsError::Aws { code, message, .. } => match code.as_deref() {
-                Some(code) => TRANSIENT_CODES.contains(&code),
-                // No code: the request did not get an answer (connection, timeout).
-                None => !message.is_empty(),
-            },
-            _ => false,
-        }
+        matches!(
+            self,
+            EcsError::Aws {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -95,6 +136,9 @@ impl From<EcsError> for empire_core::Error {
         }
     }
 }
+
+/// How an answer the SDK could not read is described.
+const UNREADABLE: &str = "the response could not be read";
 
 /// Error codes that mean "slow down" or "try again".
 const TRANSIENT_CODES: &[&str] = &[
@@ -175,12 +219,11 @@ impl Backoff {
 }
 
 /// Runs one SDK call with the default backoff, wrapping its error with `context`.
-pub async fn call<T, E, R, F, Fut>(context: &str, mut send: F) -> Result<T, EcsError>
+pub async fn call<T, E, F, Fut>(context: &str, mut send: F) -> Result<T, EcsError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     Backoff::default()
         .retry(|| {
@@ -200,6 +243,7 @@ mod tests {
             context: "testing".into(),
             code: code.map(str::to_string),
             message: "boom".into(),
+            transient: code.is_some_and(|c| TRANSIENT_CODES.contains(&c)),
         }
     }
 
@@ -272,6 +316,53 @@ mod tests {
         let delays: std::collections::HashSet<Duration> =
             (0..50).map(|_| backoff.delay(5)).collect();
         assert!(delays.len() > 1);
+    }
+
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+            aws_smithy_types::body::SdkBody::from("{\"cpu\": 256}"),
+        )
+    }
+
+    fn service_error(code: &str, status: u16) -> EcsError {
+        let err = aws_sdk_ecs::operation::list_services::ListServicesError::generic(
+            aws_sdk_ecs::error::ErrorMetadata::builder()
+                .code(code)
+                .message("it said no")
+                .build(),
+        );
+        EcsError::aws(
+            "listing services",
+            SdkError::service_error(err, response(status)),
+        )
+    }
+
+    #[test]
+    fn classifies_sdk_errors() {
+        let throttled = service_error("ThrottlingException", 400);
+        assert!(throttled.is_transient());
+        assert_eq!(
+            throttled.to_string(),
+            "aws error while listing services: ThrottlingException: it said no"
+        );
+        assert!(service_error("ServiceUnavailable", 503).is_transient());
+        assert!(service_error("Whatever", 502).is_transient());
+        assert!(!service_error("ClientException", 400).is_transient());
+
+        // A response the SDK cannot read: not retried, and no raw body in the message.
+        let unreadable: SdkError<
+            aws_sdk_ecs::operation::list_services::ListServicesError,
+            HttpResponse,
+        > = SdkError::response_error("expected string", response(200));
+        let err = EcsError::aws("listing services", unreadable);
+        assert!(!err.is_transient());
+        assert!(err.is_unreadable_response());
+        assert!(!service_error("ClientException", 400).is_unreadable_response());
+        assert_eq!(
+            err.to_string(),
+            "aws error while listing services: the response could not be read: expected string"
+        );
     }
 
     #[test]

@@ -24,6 +24,18 @@ struct Event {
     message: String,
 }
 
+/// The log stream prefix of a process type (`web` → `web/`), or of one task named as
+/// `logs` names it (`run.1a2b3c4d` → `run/run/1a2b3c4d`).
+fn stream_prefix(process: &str) -> String {
+    match process.split_once('.') {
+        Some((process, task)) if task.len() >= 8 && task.chars().all(|c| c.is_ascii_hexdigit()) => {
+            format!("{process}/{process}/{task}")
+        }
+        Some((process, _)) => format!("{process}/"),
+        _ => format!("{process}/"),
+    }
+}
+
 /// `web/web/<task id>` → `web.<first 8 of the task id>`.
 fn source_of(stream: &str) -> String {
     let mut parts = stream.split('/');
@@ -99,7 +111,7 @@ pub(crate) async fn stream(
     app: &str,
     options: &LogOptions,
 ) -> Result<mpsc::Receiver<LogLine>, EcsError> {
-    let prefix = options.process.as_ref().map(|p| format!("{p}/"));
+    let prefix = options.process.as_deref().map(stream_prefix);
     let mut backlog = inner
         .events(app, prefix.as_deref(), None, BACKLOG_PAGES)
         .await?;
@@ -178,5 +190,9 @@ mod tests {
         assert_eq!(source_of("web/web/0123456789abcdef"), "web.01234567");
         assert_eq!(source_of("run/run/abc"), "run.abc");
         assert_eq!(source_of("odd"), "odd");
+        assert_eq!(stream_prefix("web"), "web/");
+        assert_eq!(stream_prefix("run.1a2b3c4d"), "run/run/1a2b3c4d");
+        // `web.2` is an instance number, not a task: the process type's streams.
+        assert_eq!(stream_prefix("web.2"), "web/");
     }
 }

@@ -12,6 +12,8 @@ mod logs;
 mod ops;
 pub mod plan;
 pub mod rollout;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use async_trait::async_trait;
 use empire_core::app::AppName;
 use empire_core::progress::Progress;
 use empire_core::scheduler::{
-    DeploySpec, LogLine, LogOptions, OneOffSpec, ProcessInstance, RestartTarget, RunIo, RunOutcome,
-    Scheduler,
+    DeploySpec, LogLine, LogOptions, OneOffSpec, ProcessInstance, Reachable, RestartTarget, RunIo,
+    RunOutcome, Scheduler,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -168,7 +170,6 @@ impl Inner {
                 })
                 .collect(),
             hosts: Vec::new(),
-            ..Scope::default()
         };
         observe(&self.clients, &self.env, spec.app.as_str(), &scope).await
     }
@@ -450,9 +451,14 @@ fn describe_actions(actions: &[Action], progress: &Progress) {
             Action::DeleteTargetGroup { .. } => "Deleting the target group".to_string(),
             Action::CreateRule {
                 hosts, listener, ..
-            } => {
-                format!("Routing {} ({listener:?} load balancer)", hosts.join(", "))
-            }
+            } => format!(
+                "Routing {} through the {} load balancer",
+                hosts.join(", "),
+                match listener {
+                    plan::Listener::Internal => "internal",
+                    plan::Listener::External => "internet-facing",
+                }
+            ),
             Action::ModifyRule { hosts, .. } => format!("Routing {}", hosts.join(", ")),
             Action::DeleteRule { .. } => "Removing a listener rule".to_string(),
             Action::ChangeRecords { changes, .. } => changes
@@ -594,6 +600,18 @@ impl Scheduler for EcsScheduler {
 
     async fn set_domains(&self, app: &AppName, hostnames: &[String]) -> empire_core::Result<()> {
         Ok(self.inner.set_domains(app.as_str(), hostnames).await?)
+    }
+    fn reachable(&self, app: &AppName) -> Option<Reachable> {
+        let internal = &self.inner.env.internal;
+        Some(Reachable {
+            url: format!(
+                "{}://{}.{}",
+                if internal.https { "https" } else { "http" },
+                app.as_str(),
+                self.inner.env.internal_zone.domain
+            ),
+            via: "the internal load balancer".to_string(),
+        })
     }
 }
 

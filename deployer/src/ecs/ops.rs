@@ -10,6 +10,7 @@ use empire_core::scheduler::{
 };
 use futures_util::future::join_all;
 use time::OffsetDateTime;
+use tracing::warn;
 
 use super::aws::{
     Applied, Scope, apply, ecs_network, list_app_services, network_of, observe, short_arn,
@@ -51,6 +52,25 @@ impl Inner {
                 return Ok(arns);
             }
         }
+    }
+
+    /// The tasks of a family started with `started_by`.
+    async fn list_tasks_started_by(
+        &self,
+        family_name: &str,
+        started_by: &str,
+    ) -> Result<Vec<String>, EcsError> {
+        let page = call("listing tasks", || {
+            self.clients
+                .ecs
+                .list_tasks()
+                .cluster(&self.env.cluster)
+                .family(family_name)
+                .started_by(started_by)
+                .send()
+        })
+        .await?;
+        Ok(page.task_arns().to_vec())
     }
 
     async fn describe_tasks(&self, arns: &[String]) -> Result<Vec<ecs::Task>, EcsError> {
@@ -118,12 +138,27 @@ impl Inner {
         let mut lists = join_all(services.iter().map(|s| self.list_tasks(Some(s), None))).await;
         lists.push(self.list_tasks(None, Some(&run_family)).await);
         let mut arns = Vec::new();
-        for list in lists {
-            arns.extend(list?);
+        let mut listed: Vec<(String, String)> = Vec::new();
+        let sources = services
+            .iter()
+            .map(|s| process_of(app, s).unwrap_or(s).to_string());
+        for (process, list) in sources.chain(std::iter::once(RUN.to_string())).zip(lists) {
+            for arn in list? {
+                listed.push((process.clone(), arn.clone()));
+                arns.push(arn);
+            }
         }
         arns.sort();
         arns.dedup();
-        let tasks = self.describe_tasks(&arns).await?;
+        let tasks = match self.describe_tasks(&arns).await {
+            Ok(tasks) => tasks,
+            // What the listing says, without states or times.
+            Err(err) if err.is_unreadable_response() => {
+                warn!(app, error = %err, "DescribeTasks answered unreadably; listing tasks only");
+                return Ok(listed_only(listed));
+            }
+            Err(err) => return Err(err),
+        };
         let mut definitions: Vec<String> = tasks
             .iter()
             .filter_map(|t| t.task_definition_arn().map(str::to_string))
@@ -374,6 +409,10 @@ impl Inner {
             .into_iter()
             .map(|(k, v)| ecs::Tag::builder().key(k).value(v).build())
             .collect();
+        // The token makes a retried RunTask start one task, not two; the unique
+        // startedBy finds it again if the answer is lost.
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let started_by = format!("{STARTED_BY}-{}", &token[..12]);
         let ran = call("starting the one-off task", || {
             self.clients
                 .ecs
@@ -383,12 +422,31 @@ impl Inner {
                 .launch_type(ecs::LaunchType::from(self.env.launch_type.as_str()))
                 .set_network_configuration(network.clone())
                 .overrides(overrides.clone())
-                .started_by(STARTED_BY)
+                .started_by(&started_by)
+                .client_token(&token)
                 .count(1)
                 .set_tags(Some(tags.clone()))
                 .send()
         })
-        .await?;
+        .await;
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(err) if err.is_unreadable_response() => {
+                warn!(error = %err, "RunTask answered unreadably; finding the task by startedBy");
+                let arn = self
+                    .list_tasks_started_by(&family(app, RUN), &started_by)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or(err)?;
+                let id = task_id(&arn).to_string();
+                return Ok(RunOutcome::Detached {
+                    name: format!("{RUN}.{}", short_id(&id)),
+                    id,
+                });
+            }
+            Err(err) => return Err(err),
+        };
         if let Some(failure) = ran.failures().first() {
             return Err(EcsError::Rollout(format!(
                 "ECS could not start the task: {}",
@@ -509,7 +567,10 @@ impl Inner {
         }))
         .await;
         for result in stopped {
-            result?;
+            // The app goes anyway; a task that did not stop ends on its own.
+            if let Err(err) = result {
+                warn!(app, error = %err, "stopping a one-off task failed");
+            }
         }
         let actions = plan_remove_app(app, &observed);
         apply(
@@ -522,6 +583,32 @@ impl Inner {
         .await?;
         Ok(())
     }
+}
+
+/// Instances from task listings alone (state `unknown`).
+fn listed_only(mut listed: Vec<(String, String)>) -> Vec<ProcessInstance> {
+    listed.sort();
+    listed.dedup();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    listed
+        .into_iter()
+        .map(|(process, arn)| {
+            let n = counts.entry(process.clone()).or_default();
+            *n += 1;
+            let name = if process == RUN {
+                format!("{RUN}.{}", short_id(task_id(&arn)))
+            } else {
+                format!("{process}.{n}")
+            };
+            ProcessInstance {
+                name,
+                process,
+                release: 0,
+                state: "unknown".into(),
+                started_at: None,
+            }
+        })
+        .collect()
 }
 
 /// The id at the end of a task ARN.

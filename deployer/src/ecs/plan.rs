@@ -43,6 +43,9 @@ pub struct LoadBalancer {
     pub dns_name: String,
     /// The load balancer's canonical hosted zone id (the ALIAS target's zone).
     pub zone_id: String,
+    /// Whether the listener speaks HTTPS (the scheme of the apps' URLs).
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// A Route53 hosted zone.
@@ -265,6 +268,51 @@ pub struct ContainerDefinition {
     pub ports: Vec<u16>,
     /// Where its output goes.
     pub log: LogConfiguration,
+    /// The container health check, when the process has a `healthcheck` path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<ContainerHealthCheck>,
+}
+
+/// An ECS container health check (`healthCheck` of a container definition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerHealthCheck {
+    /// The command, `["CMD-SHELL", "<script>"]`.
+    pub command: Vec<String>,
+    /// Seconds between checks.
+    pub interval_seconds: i32,
+    /// Seconds one check may take.
+    pub timeout_seconds: i32,
+    /// Failed checks in a row before the container is unhealthy.
+    pub retries: i32,
+    /// Seconds after the start during which failures do not count.
+    pub start_period_seconds: i32,
+}
+
+/// The container health check of a process with a `healthcheck` path listening on
+/// `port`: an HTTP GET from inside the container with busybox's `wget` (both stack
+/// images and `empire/busybox` have busybox; Debian's package installs no applet
+/// links, hence `busybox wget`), healthy on any status 200–499 like the target group
+/// and the docker backend's check, unhealthy when nothing answers or on a 5xx.
+pub fn container_health_check(path: &str, port: u16, grace_seconds: u32) -> ContainerHealthCheck {
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    // The path is the operator's app's own; quote it for the shell.
+    let url = format!("http://127.0.0.1:{port}{}", path.replace('\'', ""));
+    ContainerHealthCheck {
+        command: vec![
+            "CMD-SHELL".to_string(),
+            format!(
+                "busybox wget -q -S -O /dev/null '{url}' 2>&1 | grep -q 'HTTP/1\\.[01] [234][0-9][0-9]'"
+            ),
+        ],
+        interval_seconds: 10,
+        timeout_seconds: 5,
+        retries: 3,
+        start_period_seconds: i32::try_from(grace_seconds.min(300)).unwrap_or(300),
+    }
 }
 
 /// A task definition revision, as the planner wants it.
@@ -783,12 +831,20 @@ pub fn task_definition(
             memory_mib,
             environment,
             secrets,
-            ports,
             log: LogConfiguration {
                 group: log_group(app),
                 region: env.region.clone(),
                 stream_prefix: process.name.clone(),
             },
+            health_check: match (&process.healthcheck, ports.first()) {
+                (Some(path), Some(port)) => Some(container_health_check(
+                    path,
+                    *port,
+                    env.health_check_grace_seconds,
+                )),
+                _ => None,
+            },
+            ports,
         },
         tags: tags(app, &process.name, spec.release),
     }

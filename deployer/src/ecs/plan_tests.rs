@@ -26,6 +26,7 @@ fn env() -> Environment {
         events_role_arn: Some("arn:aws:iam::123456789012:role/empire-events".into()),
         vpc_id: "vpc-1".into(),
         internal: LoadBalancer {
+            https: true,
             listener_arn:
                 "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/internal/1/2"
                     .into(),
@@ -33,6 +34,7 @@ fn env() -> Environment {
             zone_id: "ZLBINTERNAL".into(),
         },
         external: Some(LoadBalancer {
+            https: true,
             listener_arn:
                 "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/external/3/4"
                     .into(),

@@ -19,7 +19,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let apps = state.platform.apps(&actor).await?;
     let urls = state.urls(&headers);
-    list_typed(&headers, apps, resources::APP_SIZE, |out, app| {
+    list_typed(&headers, apps, resources::APP_SIZE, move |out, app| {
         write_json(out, &resources::AppResource::new(app, &urls))
     })
 }

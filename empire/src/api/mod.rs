@@ -25,6 +25,7 @@ mod webhooks_out;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -272,24 +273,40 @@ pub(crate) fn list<T: Ranged>(
     Ok(paged(json(StatusCode::OK, body), page.next_range))
 }
 
-/// A list answer like [`list`], serialized straight from typed, borrowed resources into
-/// one buffer of about `item_size` bytes per item (no `Value` tree). `write` serializes
-/// one item into the buffer, e.g. with [`write_json`].
-pub(crate) fn list_typed<T: Ranged>(
+/// A list answer like [`list`], serialized straight from typed, borrowed resources (no
+/// `Value` tree), about `item_size` bytes per item. `write` serializes one item, e.g. with
+/// [`write_json`]. A list that fits in one [`CHUNK`] is answered from one buffer with a
+/// `Content-Length`; a longer one (`GET /apps` of 1,000 apps: ~330 KB) is streamed in
+/// chunks of about [`CHUNK`] bytes (chunked transfer), serialized as hyper sends them,
+/// so no answer needs one buffer above glibc's mmap threshold (see
+/// docs/benchmarks-api.md: such buffers stayed in malloc arenas after a load).
+pub(crate) fn list_typed<T, W>(
     headers: &HeaderMap,
     items: Vec<T>,
     item_size: usize,
-    write: impl Fn(&mut Vec<u8>, &T) -> serde_json::Result<()>,
-) -> Result<Response, ApiError> {
+    write: W,
+) -> Result<Response, ApiError>
+where
+    T: Ranged + Send + Unpin + 'static,
+    W: Fn(&mut Vec<u8>, &T) -> serde_json::Result<()> + Send + Unpin + 'static,
+{
     let range = ListRange::from_headers(headers)?;
     let page = paginate(items, range.as_ref())?;
-    let body = json_array(&page.items, item_size, write).map_err(|e| {
+    let mut chunks = JsonArrayChunks::new(page.items, item_size, write);
+    let first = chunks.next_chunk().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             format!("serializing the list: {e}"),
         )
     })?;
+    let body = match first {
+        Some(first) if chunks.done => axum::body::Body::from(first),
+        first => {
+            chunks.pending = first.map(Bytes::from);
+            axum::body::Body::from_stream(chunks)
+        }
+    };
     let response = (
         StatusCode::OK,
         [(
@@ -302,13 +319,124 @@ pub(crate) fn list_typed<T: Ranged>(
     Ok(paged(response, page.next_range))
 }
 
+/// The size a streamed list answer's chunks reach (an item that would cross it still
+/// goes in whole): well below glibc's 128 KiB mmap threshold.
+pub(crate) const CHUNK: usize = 32 * 1024;
+
+/// `[item, …]` as a stream of JSON chunks of about [`CHUNK`] bytes, serialized one chunk
+/// per poll. After each chunk the stream yields once (waking itself), so hyper writes
+/// that chunk to the socket before it asks for the next: without that it would buffer
+/// up to ~400 KB of chunks first, i.e. the whole answer again.
+struct JsonArrayChunks<T, W> {
+    items: std::vec::IntoIter<T>,
+    item_size: usize,
+    write: W,
+    /// Nothing written yet (the `[` is still due).
+    started: bool,
+    /// The `]` is written: nothing follows.
+    done: bool,
+    /// A chunk made but not handed out yet (the first, made before the answer).
+    pending: Option<Bytes>,
+    /// The last poll handed out a chunk: yield before making the next.
+    yield_next: bool,
+}
+
+impl<T, W> JsonArrayChunks<T, W>
+where
+    W: Fn(&mut Vec<u8>, &T) -> serde_json::Result<()>,
+{
+    fn new(items: Vec<T>, item_size: usize, write: W) -> Self {
+        JsonArrayChunks {
+            items: items.into_iter(),
+            item_size,
+            write,
+            started: false,
+            done: false,
+            pending: None,
+            yield_next: false,
+        }
+    }
+
+    /// The next chunk, `None` after the `]`.
+    fn next_chunk(&mut self) -> serde_json::Result<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let size = (2 + self.items.len() * self.item_size).min(CHUNK + self.item_size);
+        let mut out = Vec::with_capacity(size);
+        if !self.started {
+            self.started = true;
+            out.push(b'[');
+        } else {
+            // Chunks after the first end where an item ended and a next one followed.
+            out.push(b',');
+        }
+        let mut first = true;
+        while out.len() < CHUNK {
+            let Some(item) = self.items.next() else {
+                out.push(b']');
+                self.done = true;
+                return Ok(Some(out));
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            (self.write)(&mut out, &item)?;
+        }
+        if self.items.len() == 0 {
+            out.push(b']');
+            self.done = true;
+        }
+        Ok(Some(out))
+    }
+}
+
+impl<T, W> futures_util::Stream for JsonArrayChunks<T, W>
+where
+    T: Unpin,
+    W: Fn(&mut Vec<u8>, &T) -> serde_json::Result<()> + Unpin,
+{
+    type Item = serde_json::Result<Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(chunk) = this.pending.take() {
+            this.yield_next = true;
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.yield_next {
+            this.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.yield_next = true;
+        match this.next_chunk() {
+            Ok(chunk) => Poll::Ready(chunk.map(|c| Ok(Bytes::from(c)))),
+            Err(e) => {
+                tracing::warn!(error = %e, "serializing a streamed list failed; answer cut");
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
 /// Appends `value` as JSON to `out`.
 pub(crate) fn write_json(out: &mut Vec<u8>, value: &impl Serialize) -> serde_json::Result<()> {
     serde_json::to_writer(out, value)
 }
 
 /// `[item, …]` as JSON bytes, each written by `write`, in one buffer pre-sized to
-/// `item_size` per item.
+/// `item_size` per item (what a streamed list answer adds up to; tests compare).
+#[cfg(test)]
 pub(crate) fn json_array<T>(
     items: &[T],
     item_size: usize,
@@ -379,6 +507,102 @@ mod tests {
             unregistered.is_empty(),
             "docs/openapi.yaml documents routes the server does not have: {unregistered:?}"
         );
+    }
+
+    /// A list streamed in chunks is byte for byte the list written in one buffer, and
+    /// no chunk grows past [`CHUNK`] by more than one item.
+    #[test]
+    fn chunked_json_arrays_are_the_whole_array() {
+        use futures_util::StreamExt;
+        let write = |out: &mut Vec<u8>, s: &String| write_json(out, s);
+        for (count, len) in [
+            (0, 1),
+            (1, 10),
+            (3, 5000),
+            (100, 300),
+            (1000, 331),
+            (7, 40000),
+        ] {
+            let items: Vec<String> = (0..count)
+                .map(|i| format!("{i:0>width$}\"é", width = len))
+                .collect();
+            let whole = json_array(&items, len + 2, write).unwrap();
+            let mut chunks = JsonArrayChunks::new(items, len + 2, write);
+            let mut streamed = Vec::new();
+            let mut polls = 0;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                while let Some(chunk) = chunks.next().await {
+                    let chunk = chunk.unwrap();
+                    assert!(
+                        chunk.len() <= CHUNK + len + 10,
+                        "a chunk of {}",
+                        chunk.len()
+                    );
+                    streamed.extend_from_slice(&chunk);
+                    polls += 1;
+                }
+            });
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
+            assert!(polls >= 1 && (count * len < CHUNK || polls > 1));
+        }
+    }
+
+    struct Named(String);
+
+    impl Ranged for Named {
+        const FIELDS: &'static [&'static str] = &["name"];
+        fn range_key(&self, _field: &str) -> range::RangeKey {
+            range::RangeKey::Text(self.0.clone())
+        }
+    }
+
+    /// A list answer: a short one whole with a `Content-Length`, a long one streamed
+    /// (no length) with the same bytes, and a page of it with `Next-Range`.
+    #[tokio::test]
+    async fn long_list_answers_are_streamed_whole_and_paged() {
+        use axum::body::HttpBody;
+        use http_body_util::BodyExt;
+        let names = |n: usize| -> Vec<Named> {
+            (0..n)
+                .map(|i| Named(format!("app-{i:04}-{}", "x".repeat(90))))
+                .collect()
+        };
+        let write = |out: &mut Vec<u8>, item: &Named| write_json(out, &item.0);
+        let body = |response: Response| async move {
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let expected =
+            |items: &[Named]| String::from_utf8(json_array(items, 100, write).unwrap()).unwrap();
+
+        let short = list_typed(&HeaderMap::new(), names(10), 100, write).unwrap();
+        assert_eq!(short.status(), StatusCode::OK);
+        // hyper writes the body's exact size as the Content-Length.
+        let length = short.body().size_hint().exact();
+        let text = body(short).await;
+        assert_eq!(length, Some(text.len() as u64));
+        assert_eq!(text, expected(&names(10)));
+
+        let long = list_typed(&HeaderMap::new(), names(2000), 100, write).unwrap();
+        assert_eq!(long.status(), StatusCode::OK);
+        assert_eq!(long.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(long.body().size_hint().exact(), None, "a chunked answer");
+        let text = body(long).await;
+        assert!(text.len() > 4 * CHUNK);
+        assert_eq!(text, expected(&names(2000)));
+
+        let mut headers = HeaderMap::new();
+        headers.insert("range", HeaderValue::from_static("name ..; max=1000"));
+        let page = list_typed(&headers, names(2000), 100, write).unwrap();
+        assert_eq!(page.status(), StatusCode::PARTIAL_CONTENT);
+        assert!(page.headers().contains_key("next-range"));
+        assert_eq!(body(page).await, expected(&names(1000)));
     }
 
     /// Every `$ref` in the document points at a schema that exists.

@@ -86,9 +86,12 @@ pub async fn list(
     let app = app_name(&app)?;
     let (app, releases) = state.platform.app_releases(&actor, &app).await?;
     let current = app.current_release;
-    list_typed(&headers, releases, resources::RELEASE_SIZE, |out, r| {
-        write_json(out, &resources::ReleaseResource::new(r, current))
-    })
+    list_typed(
+        &headers,
+        releases,
+        resources::RELEASE_SIZE,
+        move |out, r| write_json(out, &resources::ReleaseResource::new(r, current)),
+    )
 }
 
 /// `GET /apps/{app}/releases/{version}` (`3` or `v3`).

@@ -11,7 +11,7 @@
 
 pub mod body;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,50 +67,64 @@ const USER_AGENT: &str = concat!("Empire-Webhooks/", env!("CARGO_PKG_VERSION"));
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// A client for http and https URLs (TLS roots from the system; http only when it has
+/// none), connecting within `timeout`.
+fn https_client(timeout: Duration) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+        .map(|b| {
+            b.https_or_http()
+                .enable_http1()
+                .wrap_connector(http.clone())
+        })
+        .unwrap_or_else(|err| {
+            tracing::warn!(%err, "no TLS roots: outgoing webhooks speak http only");
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+                )
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        });
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
 /// Posts queued deliveries until shut down.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     config: DispatchConfig,
-    client: HttpsClient,
+    /// Made on the first delivery ([`Dispatcher::client`]).
+    client: OnceLock<HttpsClient>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over `store`.
+    /// A dispatcher over `store`. The HTTP(S) client, with its TLS roots read from the
+    /// system, is made on the first delivery: a gateway without outgoing webhooks never
+    /// loads them.
     pub fn new(store: Arc<dyn Store>, config: DispatchConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .map(|b| {
-                b.https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http.clone())
-            })
-            .unwrap_or_else(|err| {
-                tracing::warn!(%err, "no TLS roots: outgoing webhooks speak http only");
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(
-                        rustls::ClientConfig::builder_with_provider(Arc::new(
-                            rustls::crypto::ring::default_provider(),
-                        ))
-                        .with_safe_default_protocol_versions()
-                        .expect("ring supports the default TLS versions")
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                    )
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http)
-            });
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Dispatcher {
             store,
             config,
-            client,
+            client: OnceLock::new(),
         }
+    }
+
+    /// The client, made on first use.
+    fn client(&self) -> &HttpsClient {
+        self.client
+            .get_or_init(|| https_client(self.config.timeout))
     }
 
     /// Takes back the deliveries this gateway held when it stopped, then claims and
@@ -259,11 +273,11 @@ impl Dispatcher {
             .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
             .header("x-empire-event", event)
             .header("x-empire-delivery", delivery)
-            .header("x-empire-signature", signature(secret.as_bytes(), &body))
+            .header("x-empire-signature", signature(secret, &body))
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| PostError::final_(format!("cannot build the request: {e}")))?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let response = self.client().request(request).await.map_err(|e| {
                 let mut text = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(cause) = source {
