@@ -11,16 +11,19 @@
 //!
 //! Every test owns its gateway, so tests run in parallel beside each other.
 
+mod cli;
 mod docker;
 mod gateway;
 mod git;
 mod http;
 mod util;
 
+pub use cli::CliUser;
 pub use docker::{docker, docker_lines, running_containers};
 pub use gateway::{Gateway, GatewayBuilder, SettingsVia};
 pub use git::{AppRepo, Developer, PushLine, PushOutcome, RunningPush, Stream, TestKey};
 pub use http::{HttpResponse, http_get};
 pub use util::{
-    empire_bin, fixture_dir, random_suffix, unique_app, wait_for, wait_until, workspace_dir,
+    empire_bin, fixture_dir, random_suffix, service_from_env, unique_app, wait_for, wait_until,
+    workspace_dir,
 };

@@ -119,3 +119,12 @@ pub(crate) fn run_ok(command: &mut Command) -> Output {
     );
     output
 }
+
+/// The address a test service gives in `var` (`127.0.0.1:<port>`, or a URL), as
+/// scripts/test.sh exports it after starting the service with `setup`.
+pub fn service_from_env(var: &str, setup: &str) -> String {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => value.trim().to_string(),
+        _ => panic!("{var} is not set: run `export {var}=$({setup})` first (scripts/test.sh does)"),
+    }
+}

@@ -8,12 +8,11 @@
 //! and `EMPIRE_TEST_AWS_ENDPOINT=$(scripts/moto.sh 5555)`.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 
 use empire_deployer::ecs::LaunchType;
 use empire_deployer::ecs::plan::target_group_name;
 use empire_deployer::ecs::testing::{Account, Recorder, bodies};
-use empire_e2e::{Gateway, empire_bin, unique_app};
+use empire_e2e::{CliUser, Gateway, service_from_env, unique_app};
 use tokio::runtime::Runtime;
 
 /// An extended Procfile: web with an HTTP health check, a worker.
@@ -24,70 +23,6 @@ web:
 worker:
   command: while true; do sleep 60; done
 ";
-
-fn registry() -> String {
-    match std::env::var("EMPIRE_TEST_REGISTRY") {
-        Ok(value) if !value.trim().is_empty() => value.trim().to_string(),
-        _ => panic!(
-            "EMPIRE_TEST_REGISTRY is not set: run `export EMPIRE_TEST_REGISTRY=$(scripts/registry.sh 5000)` first (scripts/test.sh does)"
-        ),
-    }
-}
-
-/// The CLI client of a user with an API token, beside the gateway.
-struct Cli {
-    url: String,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new(gw: &Gateway, user: &str) -> Cli {
-        let created = gw.empire(&["tokens", "create", user]);
-        assert!(created.status.success(), "{}", text(&created));
-        Cli {
-            url: format!("http://127.0.0.1:{}", gw.http_port()),
-            token: String::from_utf8_lossy(&created.stdout).trim().to_string(),
-            home: tempfile::tempdir().expect("a home dir"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(empire_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("EMPIRE_") {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("EMPIRE_URL", &self.url)
-            .env("EMPIRE_API_TOKEN", &self.token)
-            .current_dir(self.home.path())
-            .args(args)
-            .output()
-            .expect("running empire")
-    }
-
-    /// Runs `empire <args>`; panics unless it succeeds; its output.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "empire {args:?} failed:\n{}",
-            text(&output)
-        );
-        text(&output)
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// What moto holds for one app, read with the SDK straight from moto.
 struct Aws<'a> {
@@ -395,7 +330,7 @@ impl Aws<'_> {
 
 #[test]
 fn a_push_and_every_operation_leave_the_right_state_in_aws() {
-    let registry = registry();
+    let registry = service_from_env("EMPIRE_TEST_REGISTRY", "scripts/registry.sh 5000");
     let rt = Runtime::new().expect("a tokio runtime");
     let account = rt.block_on(Account::create(LaunchType::Fargate));
     assert!(!account.config.rollout_wait);
@@ -415,7 +350,7 @@ fn a_push_and_every_operation_leave_the_right_state_in_aws() {
     }
     let gw = gateway.start();
     let dev = gw.developer("alice");
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
     let app = unique_app("ecs");
     let aws = Aws {
         rt: &rt,

@@ -8,62 +8,15 @@
 //! `EMPIRE_TEST_REGISTRY_BASIC=$(scripts/registry.sh 5001 --htpasswd empire:secret)` and
 //! `EMPIRE_TEST_AWS_ENDPOINT=$(scripts/moto.sh 5555)`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use empire_e2e::{
-    AppRepo, Gateway, GatewayBuilder, docker, docker_lines, empire_bin, running_containers,
-    unique_app,
+    AppRepo, CliUser, Gateway, GatewayBuilder, docker, docker_lines, running_containers,
+    service_from_env, unique_app,
 };
 
 const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The address in `var` (`127.0.0.1:<port>`), a Debian docker-registry that
-/// `setup` (scripts/registry.sh) started.
-fn registry_from(var: &str, setup: &str) -> String {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => value.trim().to_string(),
-        _ => panic!("{var} is not set: run `export {var}=$({setup})` first (scripts/test.sh does)"),
-    }
-}
-
-/// The CLI client of a user with an API token, beside the gateway.
-struct Cli {
-    url: String,
-    token: String,
-    home: tempfile::TempDir,
-}
-
-impl Cli {
-    /// A token of `user` (the developer whose key pushed, so the app is theirs).
-    fn new(gw: &Gateway, user: &str) -> Cli {
-        let created = gw.empire(&["tokens", "create", user]);
-        assert!(created.status.success(), "{}", text(&created));
-        Cli {
-            url: format!("http://127.0.0.1:{}", gw.http_port()),
-            token: String::from_utf8_lossy(&created.stdout).trim().to_string(),
-            home: tempfile::tempdir().expect("a home dir"),
-        }
-    }
-
-    /// `empire <args>` as this user.
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(empire_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("EMPIRE_") {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("EMPIRE_URL", &self.url)
-            .env("EMPIRE_API_TOKEN", &self.token)
-            .current_dir(self.home.path())
-            .args(args)
-            .output()
-            .expect("running empire")
-    }
-}
 
 /// stdout then stderr.
 fn text(output: &Output) -> String {
@@ -114,13 +67,13 @@ fn image_exists(reference: &str) -> bool {
 
 #[test]
 fn a_registry_named_apart_from_its_endpoint_deploys_and_a_rollback_pulls_a_removed_image() {
-    let registry = registry_from("EMPIRE_TEST_REGISTRY", "scripts/registry.sh 5000");
+    let registry = service_from_env("EMPIRE_TEST_REGISTRY", "scripts/registry.sh 5000");
     pushes_through_the_endpoint_and_pulls_back(&registry, &[]);
 }
 
 #[test]
 fn a_rollback_pulls_from_a_basic_auth_registry_with_the_builders_login() {
-    let registry = registry_from(
+    let registry = service_from_env(
         "EMPIRE_TEST_REGISTRY_BASIC",
         "scripts/registry.sh 5001 --htpasswd empire:secret",
     );
@@ -141,8 +94,8 @@ fn a_rollback_pulls_from_a_basic_auth_registry_with_the_builders_login() {
 fn an_ecr_named_registry_reached_through_the_endpoint_deploys_and_pulls_back() {
     // moto serves ECR's API (the token, the repository) but no registry: the images go
     // to the local registry through --registry-endpoint, under the ECR registry's name.
-    let registry = registry_from("EMPIRE_TEST_REGISTRY", "scripts/registry.sh 5000");
-    let aws = registry_from("EMPIRE_TEST_AWS_ENDPOINT", "scripts/moto.sh 5555");
+    let registry = service_from_env("EMPIRE_TEST_REGISTRY", "scripts/registry.sh 5000");
+    let aws = service_from_env("EMPIRE_TEST_AWS_ENDPOINT", "scripts/moto.sh 5555");
     let gateway = Gateway::builder()
         .arg("--registry-auth")
         .arg("ecr")
@@ -188,7 +141,7 @@ fn named_registry_round_trip(gateway: GatewayBuilder, name: &str, registry: &str
     let dev = gw.developer("alice");
     let app = unique_app("regname");
     let repo = gw.app_repo(&dev, "web-httpd", &app);
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
 
     // v1: pushed through the endpoint, recorded under the name, deployed, served.
     let push = push_version(&gw, &repo, &app, 1);
@@ -247,7 +200,7 @@ fn a_rollback_to_a_pruned_image_fails_naming_the_release_and_the_app_keeps_servi
     let dev = gw.developer("alice");
     let app = unique_app("pruned");
     let repo = gw.app_repo(&dev, "web-httpd", &app);
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
 
     // Six releases: the gateway keeps the images of the newest five, so v1's goes.
     for version in 1..=6 {

@@ -5,12 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use empire_e2e::{Gateway, empire_bin, unique_app, wait_for};
+use empire_e2e::{CliUser, Gateway, unique_app, wait_for};
 use serde_json::Value;
 
 /// One request the receiver got.
@@ -149,65 +149,6 @@ fn openssl_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// A user of the CLI with an API token of `user` (created on the data dir).
-struct Cli {
-    home: tempfile::TempDir,
-    url: String,
-    token: String,
-}
-
-impl Cli {
-    fn new(gw: &Gateway, user: &str) -> Cli {
-        let created = gw.empire(&["tokens", "create", user]);
-        assert!(
-            created.status.success(),
-            "empire tokens create {user}: {}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        Cli {
-            home: tempfile::tempdir().unwrap(),
-            url: format!("http://127.0.0.1:{}", gw.http_port()),
-            token: String::from_utf8_lossy(&created.stdout).trim().to_string(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(empire_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("EMPIRE_") {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("EMPIRE_URL", &self.url)
-            .env("EMPIRE_API_TOKEN", &self.token)
-            .current_dir(self.home.path())
-            .args(args)
-            .stdin(Stdio::null());
-        command.output().expect("running empire")
-    }
-
-    /// Runs a command that must succeed; answers its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        assert!(
-            output.status.success(),
-            "empire {args:?} failed:\n{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let text = self.ok(&all);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
-}
-
 fn attempt_statuses(delivery: &Value) -> Vec<u64> {
     delivery["attempts"]
         .as_array()
@@ -224,7 +165,7 @@ fn deploy_events_are_signed_retried_and_name_config_keys_only() {
         .arg("300ms")
         .start();
     let dev = gw.developer("alice");
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
     let app = unique_app("hooks");
     cli.ok(&["create", &app, "--no-remote"]);
 
@@ -416,7 +357,7 @@ fn a_pending_retry_survives_a_gateway_restart() {
         .arg("4s")
         .start();
     gw.developer("alice");
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
     let app = unique_app("hookrestart");
     cli.ok(&["create", &app, "--no-remote"]);
     let receiver = Receiver::start(&[503, 200]);
@@ -480,7 +421,7 @@ fn a_pending_retry_survives_a_gateway_restart() {
 fn require_message_refuses_a_push_without_one() {
     let gw = Gateway::builder().arg("--require-message").start();
     let dev = gw.developer("alice");
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
     let app = unique_app("needsmsg");
     let repo = gw.app_repo(&dev, "web-httpd", &app);
 
@@ -615,7 +556,7 @@ fn ssh_commands_manage_webhooks_for_collaborators_and_admins() {
 fn a_failed_deploy_says_which_step_failed_and_how() {
     let gw = Gateway::start();
     let dev = gw.developer("alice");
-    let cli = Cli::new(&gw, "alice");
+    let cli = CliUser::new(&gw, "alice");
     let app = unique_app("hookfail");
     cli.ok(&["create", &app, "--no-remote"]);
     let receiver = Receiver::start(&[200]);
