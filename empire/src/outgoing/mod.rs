@@ -363,6 +363,27 @@ fn jitter() -> f64 {
 mod tests {
     use super::*;
 
+    /// The client (and the system's TLS roots) is made by the first delivery, not by
+    /// the dispatcher: an idle gateway without webhooks never loads them.
+    #[tokio::test]
+    async fn the_client_is_made_on_the_first_delivery() {
+        let store = empire_core::store::SqliteStore::open_in_memory().expect("a store");
+        let dispatcher = Dispatcher::new(Arc::new(store), DispatchConfig::default());
+        assert!(dispatcher.client.get().is_none());
+        // Port 9 (discard) on loopback: nothing listens, the attempt fails fast.
+        let result = dispatcher
+            .post(
+                "http://127.0.0.1:9/hook",
+                "deploy",
+                "d1",
+                "secret",
+                b"{}".to_vec(),
+            )
+            .await;
+        assert!(result.is_err(), "nothing listens on 127.0.0.1:9");
+        assert!(dispatcher.client.get().is_some());
+    }
+
     #[test]
     fn backoff_doubles_up_to_a_limit_with_jitter() {
         let base = Duration::from_secs(5);
