@@ -415,17 +415,8 @@ async fn scale_a_new_release_and_a_rollback() {
         params[&format!("/empire/{app}/v3/DATABASE_URL")],
         format!("postgres://db/{app}-v1")
     );
-    let active = account
-        .clients
-        .ecs
-        .list_task_definitions()
-        .family_prefix(format!("{app}_web"))
-        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .unwrap();
+    let active = account.active_task_definitions(&format!("{app}_web")).await;
     let revisions: Vec<&str> = active
-        .task_definition_arns()
         .iter()
         .map(|a| a.rsplit(':').next().unwrap())
         .collect();
@@ -662,16 +653,8 @@ async fn remove_app_leaves_nothing() {
         .await
         .unwrap();
     assert!(schedules.rules().is_empty());
-    let active = account
-        .clients
-        .ecs
-        .list_task_definitions()
-        .family_prefix(format!("{app}_"))
-        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .unwrap();
-    assert!(active.task_definition_arns().is_empty(), "{active:?}");
+    let active = account.active_task_definitions(&format!("{app}_")).await;
+    assert!(active.is_empty(), "{active:?}");
     // Removing it again is fine.
     scheduler.remove_app(&app).await.unwrap();
     account.remove().await;
@@ -848,17 +831,8 @@ async fn remove_release_deletes_its_parameters_and_task_definitions() {
         params.keys().cloned().collect::<Vec<_>>(),
         [format!("/empire/{app}/v2/DATABASE_URL")]
     );
-    let active = account
-        .clients
-        .ecs
-        .list_task_definitions()
-        .family_prefix(format!("{app}_web"))
-        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-        .send()
-        .await
-        .unwrap();
+    let active = account.active_task_definitions(&format!("{app}_web")).await;
     let revisions: Vec<&str> = active
-        .task_definition_arns()
         .iter()
         .map(|a| a.rsplit(':').next().unwrap())
         .collect();

@@ -125,19 +125,10 @@ impl Aws<'_> {
 
     /// The ACTIVE task definition revisions of the app (ARNs).
     fn task_definitions(&self) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(
-                self.account
-                    .clients
-                    .ecs
-                    .list_task_definitions()
-                    .family_prefix(format!("{}_", self.app))
-                    .status("ACTIVE".into())
-                    .send(),
-            )
-            .unwrap();
-        out.task_definition_arns().to_vec()
+        self.rt.block_on(
+            self.account
+                .active_task_definitions(&format!("{}_", self.app)),
+        )
     }
 
     /// Parameter name → (type, value).

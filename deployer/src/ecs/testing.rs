@@ -635,6 +635,20 @@ impl Account {
         let _ = try_ec2(&self.moto, &[("Action", "DeleteVpc"), ("VpcId", &self.vpc)]).await;
     }
 
+    /// The ARNs of the ACTIVE task definitions whose family starts with `prefix`.
+    pub async fn active_task_definitions(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .clients
+            .ecs
+            .list_task_definitions()
+            .family_prefix(prefix)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .expect("listing task definitions");
+        out.task_definition_arns().to_vec()
+    }
+
     /// The `empire server --scheduler ecs` settings naming these pieces, as the
     /// environment variables the gateway reads.
     pub fn server_env(&self) -> Vec<(&'static str, String)> {
