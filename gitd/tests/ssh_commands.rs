@@ -932,8 +932,14 @@ async fn run_with_ssh_t_gets_a_terminal() {
     gw.recorded_release(&shop, "web: httpd -f -p $PORT\n", BASE_IMAGE)
         .await;
 
-    // -tt: a PTY even though the test's stdin is not a terminal.
-    let out = run(gw.command("alice", &["-tt"], &format!("run {shop} -- tty; exit 4"))).await;
+    // -tt: a PTY even though the test's stdin is not a terminal. That stdin ends at once;
+    // the output, written after it ended, still arrives.
+    let out = run(gw.command(
+        "alice",
+        &["-tt"],
+        &format!("run {shop} -- sleep 0.5; tty; exit 4"),
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("/dev/pts/"), "{text:?}");

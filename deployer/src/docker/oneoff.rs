@@ -131,10 +131,16 @@ impl Inner {
         let mut container_input = attach.input;
         let mut container_output = attach.output;
 
-        // What the user types goes to the process; the end of it closes its stdin.
+        // What the user types goes to the process; the end of it closes its stdin. Not
+        // on a terminal: the engine ends a TTY attach's output as soon as its input
+        // closes, which would lose what the process writes after that; a terminal's
+        // input stays open until the process exits.
         let _stdin = AbortOnDrop(tokio::spawn(async move {
             if let Err(err) = copy(&mut user_input, &mut container_input).await {
                 debug!(error = %err, "one-off stdin ended with an error");
+            }
+            if tty {
+                std::future::pending::<()>().await;
             }
             let _ = container_input.shutdown().await;
         }));
