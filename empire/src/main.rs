@@ -65,7 +65,13 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(&cli.global, *args).await,
+            Command::Server(args) => {
+                // On a worker thread, not this one: what the start-up allocates and frees
+                // (every app's current release, to restore it) is then reused by the
+                // requests that follow instead of staying in the main thread's heap.
+                let global = cli.global;
+                tokio::spawn(async move { server::run(&global, *args).await }).await?
+            }
             Command::Keys(cli::KeysArgs {
                 admin: Some(cmd), ..
             }) => admin::keys(&cli.global, cmd).await,

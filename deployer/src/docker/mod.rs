@@ -9,6 +9,7 @@ mod logs;
 mod oneoff;
 mod operate;
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -749,11 +750,11 @@ impl Inner {
         Err(reason)
     }
 
-    async fn restore(&self, current: &[DeploySpec]) -> Result<(), DeployerError> {
+    async fn restore(&self, current: &[Cow<'_, DeploySpec>]) -> Result<(), DeployerError> {
         let engine = &self.engine;
         let all = engine.list(None, None).await?;
         let wanted: HashMap<&str, &DeploySpec> =
-            current.iter().map(|s| (s.app.as_str(), s)).collect();
+            current.iter().map(|s| (s.app.as_str(), &**s)).collect();
 
         let mut by_app: HashMap<String, Vec<Managed>> = HashMap::new();
         let mut remove: Vec<Managed> = Vec::new();
@@ -1238,10 +1239,10 @@ impl Scheduler for DockerScheduler {
     }
 
     async fn restore(&self, current: &[DeploySpec]) -> empire_core::Result<()> {
-        let services: Vec<DeploySpec> = current
-            .iter()
-            .map(|s| extended::services_only(s).into_owned())
-            .collect();
+        // Borrowed unless a spec has cron or noservice processes: a gateway with many
+        // apps would otherwise hold every spec twice at start.
+        let services: Vec<Cow<'_, DeploySpec>> =
+            current.iter().map(extended::services_only).collect();
         let restored = self.inner.restore(&services).await;
         self.crons.restore(&self.inner, current);
         Ok(restored?)
