@@ -1,16 +1,22 @@
 //! Outgoing webhooks against a real HTTP receiver on loopback, and deploy messages:
 //! events are signed with the webhook's secret, a receiver that fails is retried and every
 //! attempt recorded, a pending retry survives a gateway restart, `config.changed` names
-//! keys and never values, and `--require-message` refuses a push without a message.
+//! keys and never values, `--require-message` refuses a push without a message, and an
+//! `https://` receiver is reached over TLS only when its certificate chains to a root
+//! the gateway trusts.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use empire_e2e::{CliUser, Gateway, unique_app, wait_for};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::Value;
 
 /// One request the receiver got.
@@ -42,12 +48,44 @@ impl Received {
 /// A small HTTP/1.1 server on a loopback port that records every request and answers
 /// the statuses of its script in turn (the last one from then on).
 struct Receiver {
+    scheme: &'static str,
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
     fn start(script: &[u16]) -> Receiver {
+        Receiver::listen("http", script, |stream, script, log| {
+            serve(stream, script, log);
+        })
+    }
+
+    /// The same over TLS, with a certificate for 127.0.0.1 that `ca` signed.
+    fn start_tls(script: &[u16], ca: &TestCa) -> Receiver {
+        let certs = CertificateDer::pem_file_iter(ca.file("server.pem"))
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .expect("reading the server certificate");
+        let key = PrivateKeyDer::from_pem_file(ca.file("server.key")).expect("reading its key");
+        let config = Arc::new(
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+                .expect("a TLS server configuration"),
+        );
+        Receiver::listen("https", script, move |stream, script, log| {
+            let conn = ServerConnection::new(config.clone()).expect("a TLS session");
+            let mut tls = StreamOwned::new(conn, stream);
+            serve(&mut tls, script, log);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        })
+    }
+
+    fn listen(
+        scheme: &'static str,
+        script: &[u16],
+        serve: impl Fn(TcpStream, &[u16], &Mutex<Vec<Received>>) + Clone + Send + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the receiver");
         let port = listener.local_addr().unwrap().port();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -56,16 +94,20 @@ impl Receiver {
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let script = script.clone();
-                let log = log.clone();
+                stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let (script, log, serve) = (script.clone(), log.clone(), serve.clone());
                 thread::spawn(move || serve(stream, &script, &log));
             }
         });
-        Receiver { port, received }
+        Receiver {
+            scheme,
+            port,
+            received,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("{}://127.0.0.1:{}/hook", self.scheme, self.port)
     }
 
     fn requests(&self) -> Vec<Received> {
@@ -83,9 +125,8 @@ impl Receiver {
     }
 }
 
-fn serve(stream: TcpStream, script: &[u16], log: &Mutex<Vec<Received>>) {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut reader = BufReader::new(stream.try_clone().expect("cloning the stream"));
+fn serve(stream: impl Read + Write, script: &[u16], log: &Mutex<Vec<Received>>) {
+    let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
         return;
@@ -123,7 +164,7 @@ fn serve(stream: TcpStream, script: &[u16], log: &Mutex<Vec<Received>>) {
         script[(log.len() - 1).min(script.len() - 1)]
     };
     let text = format!("answer {status}");
-    let mut stream = stream;
+    let stream = reader.get_mut();
     let _ = write!(
         stream,
         "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
@@ -131,6 +172,53 @@ fn serve(stream: TcpStream, script: &[u16], log: &Mutex<Vec<Received>>) {
         text.len()
     );
     let _ = stream.flush();
+}
+
+/// A certificate authority of the test's own and a certificate for 127.0.0.1 it signed,
+/// made by openssl in a temporary directory.
+struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// `name` is the authority's common name (no spaces).
+    fn new(name: &str) -> TestCa {
+        let dir = tempfile::tempdir().expect("a directory for the certificates");
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        openssl(
+            dir.path(),
+            &format!("req -x509 -days 2 {ec} -subj /CN={name} -keyout ca.key -out ca.pem"),
+        );
+        openssl(
+            dir.path(),
+            &format!("req -new {ec} -subj /CN=127.0.0.1 -keyout server.key -out server.csr"),
+        );
+        std::fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(
+            dir.path(),
+            "x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+             -extfile san.ext -out server.pem",
+        );
+        TestCa { dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Runs openssl with the whitespace-separated `args` in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let output = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// `sha256=` and the HMAC-SHA256 of `body` keyed with `secret`, by openssl (an
@@ -605,4 +693,75 @@ fn a_failed_deploy_says_which_step_failed_and_how() {
         .collect();
     events.sort();
     assert_eq!(events, ["deploy.failed", "deploy.started"]);
+}
+
+#[test]
+fn https_receivers_are_reached_only_with_a_trusted_certificate() {
+    let trusted = TestCa::new("empire-test-ca");
+    let unknown = TestCa::new("unknown-ca");
+    // The gateway's TLS roots are the system's; SSL_CERT_FILE names another bundle.
+    let gw = Gateway::builder()
+        .env("SSL_CERT_FILE", trusted.file("ca.pem").to_str().unwrap())
+        .arg("--webhook-backoff")
+        .arg("10s")
+        .start();
+    gw.developer("alice");
+    let cli = CliUser::new(&gw, "alice");
+    let app = unique_app("hooktls");
+    cli.ok(&["create", &app, "--no-remote"]);
+    let good = Receiver::start_tls(&[200], &trusted);
+    let bad = Receiver::start_tls(&[200], &unknown);
+    let good_hook = cli.json(&[
+        "webhooks:add",
+        "-a",
+        &app,
+        &good.url(),
+        "--events",
+        "config.*",
+        "--secret",
+        "tls-secret",
+    ]);
+    let bad_hook = cli.json(&[
+        "webhooks:add",
+        "-a",
+        &app,
+        &bad.url(),
+        "--events",
+        "config.*",
+    ]);
+
+    cli.ok(&["config:set", "-a", &app, "GREETING=hello"]);
+    let request = good.wait("the delivery over TLS", Duration::from_secs(30), |r| {
+        r.first().cloned()
+    });
+    assert_eq!(
+        request.header("x-empire-signature").unwrap(),
+        openssl_signature("tls-secret", &request.body)
+    );
+    assert_eq!(request.json()["event"], "config.changed");
+    let delivered = wait_for("the delivery recorded", Duration::from_secs(5), || {
+        let list = cli.json(&["webhooks:deliveries", good_hook["id"].as_str().unwrap()]);
+        (list[0]["status"] == "delivered").then_some(list)
+    });
+    assert_eq!(attempt_statuses(&delivered[0]), [200]);
+
+    // A certificate from an authority the gateway does not trust: no request is made,
+    // and the attempt says why.
+    let failed = wait_for(
+        "the refused attempt recorded",
+        Duration::from_secs(30),
+        || {
+            let list = cli.json(&["webhooks:deliveries", bad_hook["id"].as_str().unwrap()]);
+            (list[0]["attempt_count"] == 1).then_some(list)
+        },
+    );
+    assert_eq!(failed[0]["status"], "pending", "{failed}");
+    let error = failed[0]["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("invalid peer certificate: UnknownIssuer"),
+        "{failed}"
+    );
+    assert!(bad.requests().is_empty(), "nothing was sent to it");
 }
