@@ -143,18 +143,24 @@ impl GitFetcher {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        Err(Error::backend(
-            "git",
-            format!(
-                "cannot fetch {refspec} from {}: {}",
-                connection.repo_url,
-                if said.is_empty() {
-                    format!("git fetch exited with {}", output.status)
-                } else {
-                    said.join("; ")
-                }
-            ),
-        ))
+        let mut message = format!(
+            "cannot fetch {refspec} from {}: {}",
+            connection.repo_url,
+            if said.is_empty() {
+                format!("git fetch exited with {}", output.status)
+            } else {
+                said.join("; ")
+            }
+        );
+        if transport == RepoTransport::Https && asked_for_credentials(&stderr) {
+            message.push_str(if self.https_token.is_some() {
+                " (the host did not accept the gateway's access token, --git-https-token)"
+            } else {
+                " (the host wants credentials and the gateway has no access token: \
+                 --git-https-token or EMPIRE_GIT_HTTPS_TOKEN)"
+            });
+        }
+        Err(Error::backend("git", message))
     }
 
     async fn has_commit(&self, repo: &Path, commit: &str) -> bool {
@@ -164,6 +170,12 @@ impl GitFetcher {
             .await
             .is_ok_and(|s| s.success())
     }
+}
+
+/// Whether git failed because an HTTP host answered 401: with prompts off it cannot ask
+/// for a user name, or it says the credentials it sent failed.
+fn asked_for_credentials(stderr: &str) -> bool {
+    stderr.contains("could not read Username") || stderr.contains("Authentication failed")
 }
 
 /// `'text'` for `sh`, which runs GIT_SSH_COMMAND.

@@ -1,14 +1,19 @@
 //! Push webhooks end to end: an app connected (over SSH) to a repository that
 //! `git daemon` serves on a loopback port, pushes announced by signed GitHub, GitLab and
 //! Gitea webhooks (posted with curl, signed with openssl), and the real gateway fetching
-//! the pushed commit from the connected URL and deploying it through Docker.
+//! the pushed commit from the connected URL and deploying it through Docker; also an
+//! SSH URL fetched with the app's deploy key, and an HTTPS URL (`git http-backend`
+//! behind TLS) fetched with the configured access token.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use empire_e2e::{AppRepo, Developer, Gateway, empire_bin, unique_app, wait_until};
+use base64::Engine;
+use empire_e2e::{AppRepo, Developer, Gateway, TestCa, empire_bin, unique_app, wait_until};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
 const SECRET: &str = "webhook-secret-for-e2e";
@@ -71,6 +76,188 @@ impl Drop for GitHost {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `git http-backend` behind TLS on a loopback port, serving the bare repositories under
+/// a temp dir only to requests that carry `Authorization: Basic x-access-token:<token>`,
+/// the way GitHub, GitLab and Gitea take access tokens over HTTPS.
+struct HttpsGitHost {
+    dir: tempfile::TempDir,
+    port: u16,
+    token: Arc<Mutex<String>>,
+}
+
+impl HttpsGitHost {
+    fn start(ca: Arc<TestCa>, token: &str) -> HttpsGitHost {
+        let dir = tempfile::Builder::new()
+            .prefix("empire-e2e-httpshost-")
+            .tempdir()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let token = Arc::new(Mutex::new(token.to_string()));
+        let (root, required) = (dir.path().to_path_buf(), token.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let (ca, root) = (ca.clone(), root.clone());
+                let token = required.lock().unwrap().clone();
+                std::thread::spawn(move || {
+                    ca.serve(stream, |tls| git_over_http(tls, &root, &token))
+                });
+            }
+        });
+        HttpsGitHost { dir, port, token }
+    }
+
+    /// A new bare repository `<name>.git`; its path (to push to) and its https:// URL.
+    fn repo(&self, name: &str) -> (PathBuf, String) {
+        let path = self.dir.path().join(format!("{name}.git"));
+        let out = Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (path, format!("https://127.0.0.1:{}/{name}.git", self.port))
+    }
+
+    /// From now on only `token` is let in.
+    fn require_token(&self, token: &str) {
+        *self.token.lock().unwrap() = token.to_string();
+    }
+}
+
+/// Answers one HTTP/1.1 request: 401 without the token, else what `git http-backend`
+/// (a CGI program) makes of it.
+fn git_over_http(stream: &mut (impl Read + Write), root: &Path, token: &str) {
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if header("transfer-encoding") == Some("chunked") {
+        read_chunked(&mut reader)
+    } else {
+        let length = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok().map(|()| body)
+    };
+    let Some(body) = body else { return };
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    if header("authorization") != Some(&format!("Basic {basic}")) {
+        let _ = reader.get_mut().write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut cgi = Command::new("git");
+    cgi.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or(""))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1");
+    for (name, var) in [
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "HTTP_GIT_PROTOCOL"),
+    ] {
+        if let Some(value) = header(name) {
+            cgi.env(var, value);
+        }
+    }
+    let mut child = cgi
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting git http-backend");
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || input.write_all(&body));
+    let output = child.wait_with_output().expect("git http-backend runs");
+    let _ = writer.join();
+    // CGI output: header lines, a blank line, the body; `Status:` sets the status.
+    let split = output
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    let split = split.or_else(|| {
+        output
+            .stdout
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|i| (i, 2))
+    });
+    let Some((end, gap)) = split else { return };
+    let cgi_headers = String::from_utf8_lossy(&output.stdout[..end]).into_owned();
+    let mut status = "200 OK".to_string();
+    let mut response = String::new();
+    for line in cgi_headers.lines() {
+        match line.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("status") => {
+                status = value.trim().to_string();
+            }
+            _ => response.push_str(&format!("{line}\r\n")),
+        }
+    }
+    let content = &output.stdout[end + gap..];
+    let stream = reader.get_mut();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        content.len()
+    );
+    let _ = stream.write_all(content);
+    let _ = stream.flush();
+}
+
+/// A body in chunked transfer coding.
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
     }
 }
 
@@ -577,5 +764,62 @@ fn ssh_repositories_are_fetched_with_the_deploy_key() {
     wait_build(&dev, &target, &id, "succeeded");
     gw.wait_for_body(&target, "fetched over ssh", Duration::from_secs(30));
     let info = release_info(&dev, &target, 1);
+    assert!(info.contains(&commit), "{info}");
+}
+
+#[test]
+fn https_repositories_are_fetched_with_the_access_token() {
+    let ca = Arc::new(TestCa::new("git-host-ca"));
+    let host = HttpsGitHost::start(ca.clone(), "another-token");
+    let gw = Gateway::builder()
+        .arg("--git-https-token")
+        .arg("host-access-token")
+        .env("GIT_SSL_CAINFO", ca.ca_file().to_str().unwrap())
+        .start();
+    let dev = gw.developer("alice");
+    let app = unique_app("https");
+    gw.track_app(&app);
+    ssh_ok(&dev, &format!("create {app}"));
+    let (bare, url) = host.repo(&app);
+    ssh_ok(
+        &dev,
+        &format!("apps:connect {app} --repo {url} --secret {SECRET}"),
+    );
+    let repo = AppRepo::from_fixture("web-httpd", &app, &file_url(&bare), "ssh");
+    let commit = push_to_host(&repo, "fetched over https", "main");
+
+    // The host wants another token: the fetch is refused, the build fails and says so,
+    // and the token never shows in the log.
+    let id = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &commit, "octocat", "https-1"),
+        SECRET,
+    ));
+    wait_build_status(&dev, &app, &id, "failed");
+    let log = ssh_ok(&dev, &format!("builds:logs {app} {id}"));
+    assert!(
+        log.contains(&format!("cannot fetch {commit} from {url}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("the host did not accept the gateway's access token"),
+        "{log}"
+    );
+    assert!(!log.contains("host-access-token"), "{log}");
+
+    // With the gateway's token accepted, the next push is fetched over TLS and deploys.
+    host.require_token("host-access-token");
+    let id = build_id(&announce(
+        &gw,
+        Host::GitHub,
+        &app,
+        Push("refs/heads/main", &commit, "octocat", "https-2"),
+        SECRET,
+    ));
+    wait_build(&dev, &app, &id, "succeeded");
+    gw.wait_for_body(&app, "fetched over https", Duration::from_secs(30));
+    let info = release_info(&dev, &app, 1);
     assert!(info.contains(&commit), "{info}");
 }

@@ -7,16 +7,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use empire_e2e::{CliUser, Gateway, unique_app, wait_for};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use empire_e2e::{CliUser, Gateway, TestCa, unique_app, wait_for};
 use serde_json::Value;
 
 /// One request the receiver got.
@@ -61,23 +57,10 @@ impl Receiver {
     }
 
     /// The same over TLS, with a certificate for 127.0.0.1 that `ca` signed.
-    fn start_tls(script: &[u16], ca: &TestCa) -> Receiver {
-        let certs = CertificateDer::pem_file_iter(ca.file("server.pem"))
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .expect("reading the server certificate");
-        let key = PrivateKeyDer::from_pem_file(ca.file("server.key")).expect("reading its key");
-        let config = Arc::new(
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-                .expect("a TLS server configuration"),
-        );
+    fn start_tls(script: &[u16], ca: &Arc<TestCa>) -> Receiver {
+        let ca = ca.clone();
         Receiver::listen("https", script, move |stream, script, log| {
-            let conn = ServerConnection::new(config.clone()).expect("a TLS session");
-            let mut tls = StreamOwned::new(conn, stream);
-            serve(&mut tls, script, log);
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
+            ca.serve(stream, |tls| serve(tls, script, log));
         })
     }
 
@@ -172,53 +155,6 @@ fn serve(stream: impl Read + Write, script: &[u16], log: &Mutex<Vec<Received>>) 
         text.len()
     );
     let _ = stream.flush();
-}
-
-/// A certificate authority of the test's own and a certificate for 127.0.0.1 it signed,
-/// made by openssl in a temporary directory.
-struct TestCa {
-    dir: tempfile::TempDir,
-}
-
-impl TestCa {
-    /// `name` is the authority's common name (no spaces).
-    fn new(name: &str) -> TestCa {
-        let dir = tempfile::tempdir().expect("a directory for the certificates");
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        openssl(
-            dir.path(),
-            &format!("req -x509 -days 2 {ec} -subj /CN={name} -keyout ca.key -out ca.pem"),
-        );
-        openssl(
-            dir.path(),
-            &format!("req -new {ec} -subj /CN=127.0.0.1 -keyout server.key -out server.csr"),
-        );
-        std::fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(
-            dir.path(),
-            "x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-             -extfile san.ext -out server.pem",
-        );
-        TestCa { dir }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// Runs openssl with the whitespace-separated `args` in `dir`.
-fn openssl(dir: &Path, args: &str) {
-    let output = Command::new("openssl")
-        .args(args.split_whitespace())
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// `sha256=` and the HMAC-SHA256 of `body` keyed with `secret`, by openssl (an
@@ -697,11 +633,11 @@ fn a_failed_deploy_says_which_step_failed_and_how() {
 
 #[test]
 fn https_receivers_are_reached_only_with_a_trusted_certificate() {
-    let trusted = TestCa::new("empire-test-ca");
-    let unknown = TestCa::new("unknown-ca");
+    let trusted = Arc::new(TestCa::new("empire-test-ca"));
+    let unknown = Arc::new(TestCa::new("unknown-ca"));
     // The gateway's TLS roots are the system's; SSL_CERT_FILE names another bundle.
     let gw = Gateway::builder()
-        .env("SSL_CERT_FILE", trusted.file("ca.pem").to_str().unwrap())
+        .env("SSL_CERT_FILE", trusted.ca_file().to_str().unwrap())
         .arg("--webhook-backoff")
         .arg("10s")
         .start();
