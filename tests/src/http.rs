@@ -1,7 +1,8 @@
-//! A tiny blocking HTTP/1.1 client over `TcpStream`: GET with a Host header, one
-//! request per connection.
+//! A tiny blocking HTTP/1.1 client over `TcpStream` (GET with a Host header, one
+//! request per connection), and the reading of one request for the small servers the
+//! tests run as peers of the gateway.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -203,5 +204,78 @@ mod tests {
         let answer = http_get(port, "x.localhost", "/").unwrap();
         assert_eq!(answer.status, 502);
         assert_eq!(answer.body, "upstream down");
+    }
+}
+
+/// A request a test's server got.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The request target: path and query.
+    pub target: String,
+    /// Header names and values in the order received (names as sent).
+    pub headers: Vec<(String, String)>,
+    /// The body, with chunked encoding undone.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads one request (its body by `Content-Length` or chunked); `None` when the
+    /// connection ends or breaks first.
+    pub fn read(reader: &mut impl BufRead) -> Option<HttpRequest> {
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).ok()?;
+        let mut parts = request_line.split_whitespace();
+        let (method, target) = (parts.next()?.to_string(), parts.next()?.to_string());
+        let mut request = HttpRequest {
+            method,
+            target,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                request
+                    .headers
+                    .push((name.trim().to_string(), value.trim().to_string()));
+            }
+        }
+        if request.header("transfer-encoding") == Some("chunked") {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size).ok()?;
+                let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+                let mut chunk = vec![0; size + 2];
+                reader.read_exact(&mut chunk).ok()?;
+                if size == 0 {
+                    break;
+                }
+                request.body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            let length = request
+                .header("content-length")
+                .and_then(|v| v.parse().ok());
+            request.body = vec![0; length.unwrap_or(0)];
+            reader.read_exact(&mut request.body).ok()?;
+        }
+        Some(request)
     }
 }

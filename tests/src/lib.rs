@@ -24,7 +24,7 @@ pub use cli::CliUser;
 pub use docker::{docker, docker_lines, running_containers};
 pub use gateway::{Gateway, GatewayBuilder, SettingsVia};
 pub use git::{AppRepo, Developer, PushLine, PushOutcome, RunningPush, Stream, TestKey};
-pub use http::{HttpResponse, http_get};
+pub use http::{HttpRequest, HttpResponse, http_get};
 pub use tls::TestCa;
 pub use util::{
     empire_bin, fixture_dir, random_suffix, service_from_env, unique_app, wait_for, wait_until,

@@ -5,7 +5,7 @@
 //! SSH URL fetched with the app's deploy key, and an HTTPS URL (`git http-backend`
 //! behind TLS) fetched with the configured access token.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use empire_e2e::{AppRepo, Developer, Gateway, TestCa, empire_bin, unique_app, wait_until};
+use empire_e2e::{
+    AppRepo, Developer, Gateway, HttpRequest, TestCa, empire_bin, unique_app, wait_until,
+};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
 const SECRET: &str = "webhook-secret-for-e2e";
@@ -61,15 +63,21 @@ impl GitHost {
 
     /// A new bare repository `<name>.git`; its path (to push to) and its git:// URL.
     fn repo(&self, name: &str) -> (PathBuf, String) {
-        let path = self.dir.path().join(format!("{name}.git"));
-        let out = Command::new("git")
-            .args(["init", "-q", "--bare", "-b", "main"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let path = bare_repo(self.dir.path(), name);
         (path, format!("git://127.0.0.1:{}/{name}.git", self.port))
     }
+}
+
+/// A new bare repository `<name>.git` under `dir` with `main` as its HEAD.
+fn bare_repo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.git"));
+    let out = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    path
 }
 
 impl Drop for GitHost {
@@ -114,13 +122,7 @@ impl HttpsGitHost {
 
     /// A new bare repository `<name>.git`; its path (to push to) and its https:// URL.
     fn repo(&self, name: &str) -> (PathBuf, String) {
-        let path = self.dir.path().join(format!("{name}.git"));
-        let out = Command::new("git")
-            .args(["init", "-q", "--bare", "-b", "main"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let path = bare_repo(self.dir.path(), name);
         (path, format!("https://127.0.0.1:{}/{name}.git", self.port))
     }
 
@@ -134,44 +136,10 @@ impl HttpsGitHost {
 /// (a CGI program) makes of it.
 fn git_over_http(stream: &mut (impl Read + Write), root: &Path, token: &str) {
     let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+    let Some(request) = HttpRequest::read(&mut reader) else {
         return;
     };
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let body = if header("transfer-encoding") == Some("chunked") {
-        read_chunked(&mut reader)
-    } else {
-        let length = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).ok().map(|()| body)
-    };
-    let Some(body) = body else { return };
+    let header = |name: &str| request.header(name);
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
     if header("authorization") != Some(&format!("Basic {basic}")) {
         let _ = reader.get_mut().write_all(
@@ -180,16 +148,19 @@ fn git_over_http(stream: &mut (impl Read + Write), root: &Path, token: &str) {
         );
         return;
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((&request.target, ""));
     let mut cgi = Command::new("git");
     cgi.arg("http-backend")
         .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("REQUEST_METHOD", method)
+        .env("REQUEST_METHOD", &request.method)
         .env("PATH_INFO", path)
         .env("QUERY_STRING", query)
         .env("CONTENT_TYPE", header("content-type").unwrap_or(""))
-        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("CONTENT_LENGTH", request.body.len().to_string())
         .env("REMOTE_ADDR", "127.0.0.1");
     for (name, var) in [
         ("content-encoding", "HTTP_CONTENT_ENCODING"),
@@ -206,6 +177,7 @@ fn git_over_http(stream: &mut (impl Read + Write), root: &Path, token: &str) {
         .spawn()
         .expect("starting git http-backend");
     let mut input = child.stdin.take().unwrap();
+    let body = request.body.clone();
     let writer = std::thread::spawn(move || input.write_all(&body));
     let output = child.wait_with_output().expect("git http-backend runs");
     let _ = writer.join();
@@ -243,22 +215,6 @@ fn git_over_http(stream: &mut (impl Read + Write), root: &Path, token: &str) {
     );
     let _ = stream.write_all(content);
     let _ = stream.flush();
-}
-
-/// A body in chunked transfer coding.
-fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size).ok()?;
-        let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).ok()?;
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(&chunk[..size]);
-    }
 }
 
 fn text(output: &Output) -> String {

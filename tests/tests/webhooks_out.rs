@@ -5,14 +5,14 @@
 //! `https://` receiver is reached over TLS only when its certificate chains to a root
 //! the gateway trusts.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use empire_e2e::{CliUser, Gateway, TestCa, unique_app, wait_for};
+use empire_e2e::{CliUser, Gateway, HttpRequest, TestCa, unique_app, wait_for};
 use serde_json::Value;
 
 /// One request the receiver got.
@@ -110,33 +110,9 @@ impl Receiver {
 
 fn serve(stream: impl Read + Write, script: &[u16], log: &Mutex<Vec<Received>>) {
     let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+    let Some(HttpRequest { headers, body, .. }) = HttpRequest::read(&mut reader) else {
         return;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     let status = {
         let mut log = log.lock().unwrap();
         log.push(Received {
