@@ -16,7 +16,7 @@ EMPIRE_TEST_REGISTRY=$(scripts/registry.sh 5000)
 EMPIRE_TEST_REGISTRY_BASIC=$(scripts/registry.sh 5001 --htpasswd empire:secret)
 EMPIRE_TEST_AWS_ENDPOINT=$(scripts/moto.sh 5555)
 export EMPIRE_TEST_REGISTRY EMPIRE_TEST_REGISTRY_BASIC EMPIRE_TEST_AWS_ENDPOINT
-log "Free disk: $(df -h --output=avail . | tail -n 1 | tr -d ' ') (a cold test build needs about 10 GB)"
+log "Free disk: $(df -h --output=avail . | tail -n 1 | tr -d ' ') (a cold test build takes about 4 GB)"
 log "Checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
