@@ -163,8 +163,6 @@ impl DockerBuilder {
         let step = progress.step("Building image from Dockerfile");
         tracing::debug!(image = %tag, commit = %short, "building from Dockerfile");
 
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CONTEXT_CHANNEL_DEPTH);
-        let producer = tokio::task::spawn_blocking(move || context::stream_tar(&source, tx));
         let labels = HashMap::from([
             ("empire.app", request.app.to_string()),
             ("empire.release", request.version.to_string()),
@@ -180,21 +178,39 @@ impl DockerBuilder {
             .build();
 
         let docker = self.docker.clone().with_timeout(BUILD_REQUEST_TIMEOUT);
-        let outcome = run_build(&docker, &tag, options, rx, progress).await;
-        let produced = producer.await?;
-
-        let result = match (outcome.result, produced) {
-            // The context could not be written: that explains whatever Docker said.
-            (_, Err(err)) if !matches!(err, BuilderError::ContextClosed) => Err(err),
-            (Err(err), _) => Err(err),
-            (Ok(()), _) => Ok(()),
+        let mut source = source;
+        let mut retried = false;
+        let image_id = loop {
+            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CONTEXT_CHANNEL_DEPTH);
+            let producer = tokio::task::spawn_blocking(move || {
+                let produced = context::stream_tar(&source, tx);
+                (source, produced)
+            });
+            let BuildOutcome {
+                result,
+                image_id,
+                containers,
+            } = run_build(&docker, &tag, options.clone(), rx, progress).await;
+            let (returned, produced) = producer.await?;
+            source = returned;
+            let failure = match (result, produced) {
+                // The context could not be written: that explains whatever Docker said.
+                (_, Err(err)) if !matches!(err, BuilderError::ContextClosed) => err,
+                (Err(err), _) => err,
+                (Ok(()), _) => break image_id,
+            };
+            self.remove_containers(&containers).await;
+            if retried || !matches!(&failure, BuilderError::Step(m) if lost_cached_layer(m)) {
+                return Err(failure);
+            }
+            progress.detail(
+                "A cached layer was removed while this build used it (an image removed \
+                 meanwhile); building again",
+            );
+            retried = true;
         };
-        if let Err(err) = result {
-            self.remove_containers(&outcome.containers).await;
-            return Err(err);
-        }
 
-        let image_id = match outcome.image_id {
+        let image_id = match image_id {
             Some(id) => id,
             None => self
                 .docker
@@ -335,6 +351,14 @@ async fn run_build(
     outcome
 }
 
+/// Whether a failed build step says a layer it had taken from the cache is gone: the
+/// classic builder does not hold the layers it reuses, so removing another image that
+/// shares them (a release pruned, an app destroyed) can pull one away mid-build. The
+/// same build then succeeds without that layer in the cache.
+fn lost_cached_layer(message: &str) -> bool {
+    message.contains("failed to get digest sha256:") || message.contains("No such image: sha256:")
+}
+
 /// Sends one output line to the progress and notes intermediate containers.
 fn relay(line: &str, progress: &Progress, outcome: &mut BuildOutcome) {
     if let Some(id) = intermediate_container(line) {
@@ -368,6 +392,21 @@ fn status_line(info: &BuildInfo) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_a_vanished_cached_layer_from_other_failures() {
+        assert!(lost_cached_layer(
+            "failed to get digest sha256:0987b94e2db0266b28f3d8f85cdc930c1280470d3395c5a102fd4d8fb346636d: \
+             open /var/lib/docker/image/overlay2/imagedb/content/sha256/0987b94e: no such file or directory"
+        ));
+        assert!(lost_cached_layer(
+            "No such image: sha256:0987b94e2db0266b28f3d8f85cdc930c1280470d3395c5a102fd4d8fb346636d"
+        ));
+        assert!(!lost_cached_layer(
+            "The command '/bin/sh -c make' returned a non-zero code: 2"
+        ));
+        assert!(!lost_cached_layer("No such image: empire/base:latest"));
+    }
 
     #[test]
     fn tags_images_by_app_and_version() {
