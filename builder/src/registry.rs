@@ -24,6 +24,7 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use empire_core::app::AppName;
 use empire_core::progress::Progress;
+use empire_core::registry_errors::{refused_credentials, unreachable_reason};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -562,33 +563,6 @@ enum PushFailure {
     Other(String),
 }
 
-/// Whether an engine error message means the registry refused the credentials.
-fn is_unauthorized(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    message.contains("unauthorized")
-        || message.contains("authentication required")
-        || message.contains("no basic auth credentials")
-        || message.contains("denied:")
-}
-
-/// A one-line reason for an engine error that means the registry cannot be reached.
-fn unreachable_reason(message: &str) -> Option<String> {
-    let lower = message.to_ascii_lowercase();
-    let cause = [
-        "connection refused",
-        "no such host",
-        "i/o timeout",
-        "connection reset by peer",
-        "network is unreachable",
-        "no route to host",
-        "server gave http response to https client",
-        "context deadline exceeded",
-    ]
-    .into_iter()
-    .find(|cause| lower.contains(cause))?;
-    Some(format!("cannot reach the registry ({cause})"))
-}
-
 /// Where the engine's API is: `DOCKER_HOST` as [`DockerBuilder::connect`] reads it.
 enum EngineAddr {
     Unix(PathBuf),
@@ -842,7 +816,7 @@ impl DockerBuilder {
                 })
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
             let message = format!("the docker daemon answered {status}: {message}");
-            return Err(if is_unauthorized(&message) {
+            return Err(if refused_credentials(&message) {
                 PushFailure::Unauthorized(message)
             } else {
                 PushFailure::Other(message)
@@ -896,7 +870,7 @@ impl DockerBuilder {
             failure.get_or_insert(error);
         }
         if let Some(error) = failure {
-            return Err(if is_unauthorized(&error) {
+            return Err(if refused_credentials(&error) {
                 PushFailure::Unauthorized(error)
             } else {
                 PushFailure::Other(error)
@@ -1105,24 +1079,6 @@ mod tests {
             None
         );
         assert_eq!(tracker.digest(), Some("sha256:0123"));
-    }
-
-    #[test]
-    fn classifies_engine_errors() {
-        assert!(is_unauthorized("unauthorized: authentication required"));
-        assert!(is_unauthorized("no basic auth credentials"));
-        assert!(is_unauthorized(
-            "denied: requested access to the resource is denied"
-        ));
-        assert!(!is_unauthorized("manifest invalid"));
-        assert_eq!(
-            unreachable_reason(
-                "Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused"
-            )
-            .as_deref(),
-            Some("cannot reach the registry (connection refused)")
-        );
-        assert_eq!(unreachable_reason("manifest invalid"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod procfile;
 pub mod progress;
 pub mod push_event;
+pub mod registry_errors;
 pub mod release;
 pub mod schedule;
 pub mod scheduler;

@@ -17,6 +17,7 @@ use bollard::query_parameters::{
 };
 use empire_core::formation::ProcessSize;
 use empire_core::progress::Progress;
+use empire_core::registry_errors::{refused_credentials, unreachable_reason};
 use empire_core::scheduler::{DEFAULT_PORT, DeploySpec, OneOffSpec, ProcessSpec};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -728,33 +729,10 @@ fn classify_pull_error(message: &str) -> PullError {
     {
         return PullError::Gone;
     }
-    if [
-        "unauthorized",
-        "authentication required",
-        "no basic auth credentials",
-        "denied",
-    ]
-    .iter()
-    .any(|m| lower.contains(m))
-    {
+    if refused_credentials(message) {
         return PullError::Unauthorized;
     }
-    let unreachable = [
-        "connection refused",
-        "no such host",
-        "i/o timeout",
-        "connection reset by peer",
-        "network is unreachable",
-        "no route to host",
-        "server gave http response to https client",
-        "context deadline exceeded",
-    ]
-    .into_iter()
-    .find(|cause| lower.contains(cause));
-    match unreachable {
-        Some(cause) => PullError::Other(format!("cannot reach the registry ({cause})")),
-        None => PullError::Other(one_line(message)),
-    }
+    PullError::Other(unreachable_reason(message).unwrap_or_else(|| one_line(message)))
 }
 
 /// Joins a multi-line message into one line.

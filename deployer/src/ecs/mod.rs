@@ -140,6 +140,23 @@ struct Moved {
 }
 
 impl Inner {
+    /// Applies actions that refer to nothing an earlier phase made (a whole deploy
+    /// threads one phase's [`Applied`] into the next instead).
+    async fn apply_phase(
+        &self,
+        actions: &[Action],
+        progress: &Progress,
+    ) -> Result<Applied, EcsError> {
+        apply(
+            &self.clients,
+            &self.env,
+            actions,
+            &Applied::default(),
+            progress,
+        )
+        .await
+    }
+
     /// Whether the image's ENTRYPOINT runs commands (labelled by the buildpack build);
     /// known only when the gateway's engine has the image.
     async fn launcher(&self, image: &str) -> bool {
@@ -208,14 +225,7 @@ impl Inner {
         progress: &Progress,
     ) -> Result<(), EcsError> {
         describe_actions(&plan.prepare, progress);
-        let applied = apply(
-            &self.clients,
-            &self.env,
-            &plan.prepare,
-            &Applied::default(),
-            progress,
-        )
-        .await?;
+        let applied = self.apply_phase(&plan.prepare, progress).await?;
         let moved = moved_services(spec, observed, &plan.rollout, &applied)?;
         let since = now_millis() - 1000;
         describe_actions(&plan.rollout, progress);
@@ -324,15 +334,7 @@ impl Inner {
                 }
             }
         }
-        if let Err(err) = apply(
-            &self.clients,
-            &self.env,
-            &actions,
-            &Applied::default(),
-            progress,
-        )
-        .await
-        {
+        if let Err(err) = self.apply_phase(&actions, progress).await {
             warn!(error = %err, "putting services back failed");
             progress.error(format!("putting the services back failed: {err}"));
         }
@@ -631,14 +633,7 @@ impl Inner {
             .unwrap_or(0);
         let actions = plan_routing(&self.env, app, None, release, hostnames, &observed)
             .map_err(|e| EcsError::Plan(e.0))?;
-        apply(
-            &self.clients,
-            &self.env,
-            &actions,
-            &Applied::default(),
-            &Progress::null(),
-        )
-        .await?;
+        self.apply_phase(&actions, &Progress::null()).await?;
         Ok(())
     }
 }

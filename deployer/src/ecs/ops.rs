@@ -12,9 +12,7 @@ use futures_util::future::join_all;
 use time::OffsetDateTime;
 use tracing::warn;
 
-use super::aws::{
-    Applied, Scope, apply, ecs_network, list_app_services, network_of, observe, short_arn,
-};
+use super::aws::{Scope, ecs_network, list_app_services, network_of, observe, short_arn};
 use super::error::{EcsError, call};
 use super::plan::{
     Action, Observed, Plan, RUN, TAG_RELEASE, TaskDefinitionRef, family, parameter_release,
@@ -384,14 +382,7 @@ impl Inner {
                 TaskDefinitionRef::Registered(family_name)
             }
         };
-        let applied = apply(
-            &self.clients,
-            &self.env,
-            &actions,
-            &Applied::default(),
-            &Progress::null(),
-        )
-        .await?;
+        let applied = self.apply_phase(&actions, &Progress::null()).await?;
         let task_definition = applied.resolve(&reference)?;
         let network = match network_of(&self.env) {
             Some(n) => Some(ecs_network(&n)?),
@@ -471,17 +462,7 @@ impl Inner {
     /// Deletes a release's parameters and deregisters its task definitions that no
     /// service runs.
     pub(crate) async fn remove_release(&self, app: &str, release: u32) -> Result<(), EcsError> {
-        let observed = observe(
-            &self.clients,
-            &self.env,
-            app,
-            &Scope {
-                processes: None,
-                hosts: Vec::new(),
-                ..Scope::default()
-            },
-        )
-        .await?;
+        let observed = observe(&self.clients, &self.env, app, &Scope::default()).await?;
         // A release a service runs keeps its parameters: its tasks read them at start.
         let serving = observed
             .services
@@ -529,30 +510,13 @@ impl Inner {
         if !arns.is_empty() {
             actions.push(Action::DeregisterTaskDefinitions { arns });
         }
-        apply(
-            &self.clients,
-            &self.env,
-            &actions,
-            &Applied::default(),
-            &Progress::null(),
-        )
-        .await?;
+        self.apply_phase(&actions, &Progress::null()).await?;
         Ok(())
     }
 
     /// Removes every resource of the app, and stops its one-off tasks.
     pub(crate) async fn remove_app(&self, app: &str) -> Result<(), EcsError> {
-        let observed: Observed = observe(
-            &self.clients,
-            &self.env,
-            app,
-            &Scope {
-                processes: None,
-                hosts: Vec::new(),
-                ..Scope::default()
-            },
-        )
-        .await?;
+        let observed: Observed = observe(&self.clients, &self.env, app, &Scope::default()).await?;
         let oneoffs = self.list_tasks(None, Some(&family(app, RUN))).await?;
         let stopped = join_all(oneoffs.iter().map(|arn| {
             call("stopping a one-off task", move || {
@@ -573,14 +537,7 @@ impl Inner {
             }
         }
         let actions = plan_remove_app(app, &observed);
-        apply(
-            &self.clients,
-            &self.env,
-            &actions,
-            &Applied::default(),
-            &Progress::null(),
-        )
-        .await?;
+        self.apply_phase(&actions, &Progress::null()).await?;
         Ok(())
     }
 }
