@@ -497,6 +497,27 @@ fn duration(flag: &str, value: Option<&str>, default: Duration) -> Result<Durati
 mod tests {
     use super::*;
 
+    /// Global flags naming a config file with `toml` in a new data dir.
+    fn with_config_file(toml: &str) -> (tempfile::TempDir, GlobalArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empire.toml");
+        std::fs::write(&file, toml).unwrap();
+        let global = GlobalArgs {
+            config: Some(file),
+            ..no_config_file(&dir)
+        };
+        (dir, global)
+    }
+
+    /// Global flags with `dir` as the data dir and no config file.
+    fn no_config_file(dir: &tempfile::TempDir) -> GlobalArgs {
+        GlobalArgs {
+            data_dir: Some(dir.path().into()),
+            config: None,
+            database_url: None,
+        }
+    }
+
     #[test]
     fn parses_durations() {
         assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
@@ -509,18 +530,8 @@ mod tests {
 
     #[test]
     fn flag_beats_file_beats_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("empire.toml");
-        std::fs::write(
-            &file,
-            "apps_domain = \"from-file.test\"\nssh_listen = \"127.0.0.1:2200\"\n",
-        )
-        .unwrap();
-        let global = GlobalArgs {
-            data_dir: Some(dir.path().into()),
-            config: Some(file),
-            database_url: None,
-        };
+        let (_dir, global) =
+            with_config_file("apps_domain = \"from-file.test\"\nssh_listen = \"127.0.0.1:2200\"\n");
         let args = ServerArgs {
             ssh_listen: Some("127.0.0.1:3300".parse().unwrap()),
             ..ServerArgs::default()
@@ -533,19 +544,10 @@ mod tests {
 
     #[test]
     fn resolves_registry_settings() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("empire.toml");
-        std::fs::write(
-            &file,
+        let (_dir, global) = with_config_file(
             "registry = \"127.0.0.1:5001/apps\"\nregistry_username = \"empire\"\n\
              registry_password = \"from-file\"\n",
-        )
-        .unwrap();
-        let global = GlobalArgs {
-            data_dir: Some(dir.path().into()),
-            config: Some(file),
-            database_url: None,
-        };
+        );
         let args = ServerArgs {
             registry_password: Some("from-flag".into()),
             ..ServerArgs::default()
@@ -604,18 +606,9 @@ mod tests {
 
     #[test]
     fn resolves_deploy_message_and_outgoing_webhook_settings() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("empire.toml");
-        std::fs::write(
-            &file,
+        let (dir, global) = with_config_file(
             "require_message = true\nwebhook_backoff = \"2s\"\nwebhook_attempts = 3\n",
-        )
-        .unwrap();
-        let global = GlobalArgs {
-            data_dir: Some(dir.path().into()),
-            config: Some(file),
-            database_url: None,
-        };
+        );
         let args = ServerArgs {
             webhook_backoff: Some("250ms".into()),
             ..ServerArgs::default()
@@ -626,11 +619,7 @@ mod tests {
         assert_eq!(settings.webhook_attempts, 3);
         assert_eq!(settings.webhook_timeout, Duration::from_secs(10));
 
-        let defaults = GlobalArgs {
-            data_dir: Some(dir.path().into()),
-            config: None,
-            database_url: None,
-        };
+        let defaults = no_config_file(&dir);
         let settings = ServerSettings::resolve(&defaults, ServerArgs::default()).unwrap();
         assert!(!settings.require_message);
         assert_eq!(settings.webhook_attempts, 8);
@@ -644,19 +633,10 @@ mod tests {
 
     #[test]
     fn resolves_incoming_webhook_settings() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("empire.toml");
-        std::fs::write(
-            &file,
+        let (dir, global) = with_config_file(
             "webhook_max_body = \"2m\"\npublic_url = \"https://empire.example.com/\"\n\
              git_https_token = \"from-file\"\n",
-        )
-        .unwrap();
-        let global = GlobalArgs {
-            data_dir: Some(dir.path().into()),
-            config: Some(file),
-            database_url: None,
-        };
+        );
         let settings = ServerSettings::resolve(&global, ServerArgs::default()).unwrap();
         assert_eq!(settings.webhook_max_body, 2 * 1024 * 1024);
         assert_eq!(settings.public_url, "https://empire.example.com");
@@ -671,11 +651,7 @@ mod tests {
         assert_eq!(settings.git_https_token.as_deref(), Some("from-flag"));
 
         // Defaults: 1 MiB, and the HTTP listener's address (loopback for a wildcard).
-        let bare = GlobalArgs {
-            data_dir: Some(dir.path().into()),
-            config: None,
-            database_url: None,
-        };
+        let bare = no_config_file(&dir);
         let settings = ServerSettings::resolve(&bare, ServerArgs::default()).unwrap();
         assert_eq!(settings.webhook_max_body, 1024 * 1024);
         assert_eq!(settings.public_url, "http://localhost:8080");

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::client::{ApiClient, Call, next_chunk, segment};
+use super::client::{ApiClient, Call, segment, stream_to_stdout};
 use super::output::{self, header, table, text};
 use super::{AppArgs, JsonArgs, session};
 
@@ -227,16 +227,8 @@ async fn logs(target: &AppArgs, build: Option<u64>, follow: bool) -> Result<()> 
         ),
     );
     let response = client.checked(Call::new(Method::GET, &path)).await?;
-    let mut stream = response.into_body();
-    let mut stdout = std::io::stdout();
-    while let Some(chunk) = next_chunk(&mut stream).await? {
-        if stdout
-            .write_all(&chunk)
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            return Ok(()); // the reader went away (`| head`)
-        }
+    if !stream_to_stdout(&mut response.into_body()).await? {
+        return Ok(()); // the reader went away (`| head`)
     }
     if follow {
         let build = client

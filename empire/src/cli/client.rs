@@ -361,6 +361,23 @@ pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>> {
     }
 }
 
+/// Copies a streamed body to stdout as it arrives. Answers `false` when stdout went away
+/// first (the reader of `| head` is done), `true` at the body's end.
+pub async fn stream_to_stdout(body: &mut Incoming) -> Result<bool> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = next_chunk(body).await? {
+        if stdout
+            .write_all(&chunk)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Percent-encodes one path segment (`SHA256:a/b+c` → `SHA256%3Aa%2Fb%2Bc`).
 pub fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

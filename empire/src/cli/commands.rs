@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use serde_json::{Map, Value, json};
 
-use super::client::{ApiClient, Auth, Call, next_chunk, segment};
+use super::client::{ApiClient, Auth, Call, next_chunk, segment, stream_to_stdout};
 use super::output::{self, and_list, header, key_values, table, text};
 use super::types::{App, Dyno, Formation, Key, Release, typed};
 use super::{AppArgs, ClientCommand, netrc, run, session};
@@ -869,17 +869,7 @@ async fn logs(target: &AppArgs, num: u32, process: Option<String>, follow: bool)
     let response = client
         .checked(Call::new(Method::POST, &app_path(&app, "/log-sessions")).json(body))
         .await?;
-    let mut stream = response.into_body();
-    let mut stdout = std::io::stdout();
-    while let Some(chunk) = next_chunk(&mut stream).await? {
-        if stdout
-            .write_all(&chunk)
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            break; // the reader went away (`| head`)
-        }
-    }
+    stream_to_stdout(&mut response.into_body()).await?;
     Ok(())
 }
 
