@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecs_common::{Account, Lines, Recorder, bodies, count, mutating, sdk_config, suffix};
+use ecs_common::{Account, Recorder, bodies, count, mutating, recorder, sdk_config, suffix};
 use empire_core::app::AppName;
 use empire_core::progress::Progress;
 use empire_core::scheduler::{
@@ -27,11 +27,6 @@ async fn scheduler(account: &Account) -> (EcsScheduler, Recorder) {
         .expect("the environment resolves");
     recorder.take();
     (scheduler, recorder)
-}
-
-fn recorder() -> (Progress, Arc<Lines>) {
-    let lines = Arc::new(Lines::default());
-    (Progress::new(lines.clone()), lines)
 }
 
 fn spec(app: &AppName, release: u32) -> DeploySpec {

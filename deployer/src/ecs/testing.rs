@@ -14,7 +14,7 @@ use crate::ecs::{EcsConfig, LaunchType};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ecs::config::{Credentials, Region};
 use bytes::Bytes;
-use empire_core::progress::ProgressSink;
+use empire_core::progress::{Progress, ProgressSink};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -574,6 +574,12 @@ impl Lines {
     pub fn contains(&self, needle: &str) -> bool {
         self.all().iter().any(|l| l.contains(needle))
     }
+}
+
+/// A progress whose lines are collected in the returned [`Lines`].
+pub fn recorder() -> (Progress, Arc<Lines>) {
+    let lines = Arc::new(Lines::default());
+    (Progress::new(lines.clone()), lines)
 }
 
 impl Account {

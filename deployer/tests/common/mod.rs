@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use empire_core::app::AppName;
-use empire_core::progress::{Progress, ProgressSink};
+use empire_core::progress::Progress;
 use empire_core::scheduler::{DeploySpec, ProcessSpec, Scheduler};
 use empire_deployer::{DockerScheduler, DockerSchedulerOptions, Router};
 use http::Request;
@@ -221,30 +221,9 @@ pub async fn start(app: &str) -> (Fixture, Gateway, AppName) {
     (fixture, gateway, app)
 }
 
-/// Collects progress lines (and echoes them for failing tests).
-#[derive(Default)]
-pub struct Lines(Mutex<Vec<String>>);
-
-impl ProgressSink for Lines {
-    fn write_line(&self, line: &str) {
-        eprintln!("{line}");
-        self.0.lock().unwrap().push(line.to_string());
-    }
-}
-
-impl Lines {
-    pub fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-    pub fn contains(&self, needle: &str) -> bool {
-        self.all().iter().any(|l| l.contains(needle))
-    }
-}
-
-pub fn recorder() -> (Progress, Arc<Lines>) {
-    let lines = Arc::new(Lines::default());
-    (Progress::new(lines.clone()), lines)
-}
+// Not every test binary that includes this module uses both.
+#[allow(unused_imports)]
+pub use empire_deployer::ecs::testing::{Lines, recorder};
 
 /// A router on a fresh port and a scheduler in front of it.
 pub struct Gateway {
