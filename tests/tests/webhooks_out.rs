@@ -328,12 +328,17 @@ fn deploy_events_are_signed_retried_and_name_config_keys_only() {
     cli.ok(&["scale", "-a", &app, "web=2"]);
     cli.ok(&["rollback", "-a", &app, "v1"]);
     cli.ok(&["destroy", "-a", &app, "--confirm", &app]);
-    let destroyed = everything.wait("app.destroyed", Duration::from_secs(60), |r| {
-        r.iter()
-            .find(|r| r.header("x-empire-event") == Some("app.destroyed"))
-            .cloned()
-    });
-    assert_eq!(destroyed.json()["app"], app.as_str());
+    // Deliveries go out concurrently: wait for all three, in whatever order.
+    everything.wait(
+        "scale, rollback and app.destroyed",
+        Duration::from_secs(60),
+        |r| {
+            ["scale", "rollback", "app.destroyed"]
+                .iter()
+                .all(|event| r.iter().any(|r| r.header("x-empire-event") == Some(event)))
+                .then_some(())
+        },
+    );
     let find = |event: &str| {
         everything
             .requests()
@@ -342,6 +347,7 @@ fn deploy_events_are_signed_retried_and_name_config_keys_only() {
             .unwrap_or_else(|| panic!("no {event} delivery"))
             .json()
     };
+    assert_eq!(find("app.destroyed")["app"], app.as_str());
     let scale = find("scale");
     assert_eq!(scale["formation"][0]["process"], "web");
     assert_eq!(scale["formation"][0]["quantity"], 2);
